@@ -1,0 +1,19 @@
+"""Every backoffice route, in one explicit list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backoffice.routes.audit import AuditController
+from backoffice.routes.people import PeopleController, home
+from server.identity.service import staff_sign_in
+from server.web import signin_handlers
+
+
+def route_handlers() -> list[Any]:
+    return [
+        *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/people"),
+        home,
+        PeopleController,
+        AuditController,
+    ]

@@ -1,0 +1,19 @@
+"""Every portal route, in one explicit list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.routes.me import AccessController, ProfileController, home
+from server.identity.service import customer_sign_in
+from server.web import signin_handlers
+
+
+def route_handlers() -> list[Any]:
+    return [
+        *signin_handlers("portal", customer_sign_in, login_label="Email address", login_type="email",
+                         home="/profile"),
+        home,
+        ProfileController,
+        AccessController,
+    ]

@@ -1,0 +1,1 @@
+"""Audit: append-only events in a hash chain, verification, and readers."""

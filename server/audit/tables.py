@@ -1,0 +1,42 @@
+"""Audit tables: the append-only event chain, its head, and the subjects each event names."""
+
+from piccolo.columns import UUID, BigInt, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+
+class AuditEvent(Table, tablename="audit_event"):
+    """One recorded action. Never holds field values, only field names and decisions."""
+
+    seq = BigInt(unique=True, index=True, help_text="Position in the hash chain, from 1.")
+    at = Timestamptz()
+    request_id = Varchar(length=64)
+    face = Varchar(length=16)
+    actor_kind = Varchar(length=16, help_text="staff, customer, system or anonymous.")
+    actor_id = Varchar(length=64)
+    role = Varchar(length=32)
+    action = Varchar(length=32, index=True)
+    entity = Varchar(length=64)
+    subjects = Text(help_text="JSON list of subject pseudonyms.")
+    fields = Text(help_text="JSON object: field name -> decision by rule.")
+    purpose = Varchar(length=64)
+    reason = Text(default="")
+    policy_version = Varchar(length=64)
+    outcome = Varchar(length=16)
+    prev_hash = Varchar(length=64)
+    hash = Varchar(length=64)
+
+
+class AuditSubject(Table, tablename="audit_subject"):
+    """Which subject (by pseudonym) an event concerns, so a person's events are found by index."""
+
+    pseudonym = UUID(index=True)
+    seq = BigInt(index=True)
+
+
+class AuditHead(Table, tablename="audit_head"):
+    """The chain's head: one row, locked by every append so the chain never forks."""
+
+    name = Varchar(length=16, unique=True)
+    seq = BigInt()
+    hash = Varchar(length=64)
+    updated_at = Timestamptz()

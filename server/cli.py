@@ -1,0 +1,171 @@
+"""The `mutual` command: migrate, seed, run both faces, verify the audit chain, make keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
+from server.settings import get_settings
+
+PORTAL_PORT = 8000
+BACKOFFICE_PORT = 8001
+
+
+def _dev_keys() -> None:
+    from server.vault import ensure_dev_key_file
+
+    settings = get_settings()
+    if settings.dev_mode:
+        ensure_dev_key_file(settings.key_file)
+
+
+def _check_kernel() -> None:
+    """Fail early, with the message that names the problem, if policies or keys are unusable."""
+    from server.kernel import get_kernel
+    from server.policy import PolicyError
+    from server.vault import KeyError_
+
+    try:
+        get_kernel()
+    except (PolicyError, KeyError_) as exc:
+        raise SystemExit(f"mutual: cannot start: {exc}") from None
+
+
+async def _migrate_and_seed(seed: bool) -> bool:
+    from server.seed import seed_demo
+    from server.setup import migrate
+
+    await migrate()
+    return await seed_demo() if seed else False
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _dev_keys()
+    _check_kernel()
+    asyncio.run(_migrate_and_seed(seed=False))
+    print("mutual: database is up to date")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    _dev_keys()
+    _check_kernel()
+    created = asyncio.run(_migrate_and_seed(seed=True))
+    print("mutual: demo data seeded" if created else "mutual: database already has data; nothing seeded")
+    return 0
+
+
+def _print_welcome(portal: str, backoffice: str) -> None:
+    from server.seed import demo_logins
+
+    print("\nMutual is running (Ctrl-C stops both faces):")
+    print(f"  Portal (customers):   {portal}")
+    print(f"  Backoffice (staff):   {backoffice}")
+    print("\nDemo sign-in details:")
+    for login in demo_logins():
+        print(f"  {login.face:<11} {login.login:<32} password: {login.password}")
+    print(flush=True)
+
+
+def serve_command(app: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", f"{app}.app:create_app", "--factory", "--host", host,
+            "--port", str(port), "--no-server-header", "--log-level", "warning"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _dev_keys()
+    _check_kernel()
+    asyncio.run(_migrate_and_seed(seed=not args.no_seed))
+    procs = [
+        subprocess.Popen(serve_command("portal", args.host, args.portal_port)),
+        subprocess.Popen(serve_command("backoffice", args.host, args.backoffice_port)),
+    ]
+    _print_welcome(f"http://{args.host}:{args.portal_port}/", f"http://{args.host}:{args.backoffice_port}/")
+
+    def stop(*_: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    print("\nmutual: both faces stopped")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    _check_kernel()
+    from server.audit.chain import verify_database
+
+    result = asyncio.run(verify_database())
+    if result.ok:
+        print(f"audit chain intact: {result.checked} events verified")
+        return 0
+    print(f"audit chain BROKEN at event {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    import json
+
+    from server.vault.keys import new_key_document
+
+    path = Path(args.file)
+    if path.exists():
+        print(f"mutual: {path} exists; refusing to overwrite keys (that would make the data unreadable)",
+              file=sys.stderr)
+        return 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(new_key_document(), fh, indent=2)
+    print(f"mutual: new keys written to {path} (mode 600). Back it up apart from the database; "
+          "set MUTUAL_KEY_FILE to it.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mutual", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("seed", help="migrate and seed demo data once").set_defaults(func=cmd_seed)
+    run = sub.add_parser("run", help="migrate, seed, serve portal and backoffice")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--portal-port", type=int, default=PORTAL_PORT)
+    run.add_argument("--backoffice-port", type=int, default=BACKOFFICE_PORT)
+    run.add_argument("--no-seed", action="store_true")
+    run.set_defaults(func=cmd_run)
+    audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
+    keys = sub.add_parser("keys", help="key management").add_subparsers(dest="keys_command", required=True)
+    init = keys.add_parser("init", help="write a new key file")
+    init.add_argument("--file", required=True)
+    init.set_defaults(func=cmd_keys_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

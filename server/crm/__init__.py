@@ -1,0 +1,1 @@
+"""CRM: people, organisations and notes."""

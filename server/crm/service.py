@@ -1,0 +1,107 @@
+"""People services: validate and normalise input, then go through the gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Mapping
+
+from server import gateway
+from server.actor import Actor
+from server.errors import Invalid
+from server.gateway import Page, Record
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PHONE_RE = re.compile(r"^\+?[0-9 ()/\-]{5,30}$")
+LIMITS = {"given_name": 100, "family_name": 100, "email": 254, "phone": 30, "address": 300}
+
+
+def clean_person(form: Mapping[str, str], *, partial: bool = False) -> dict[str, str | None]:
+    """Normalise a person form; raise Invalid naming every bad field and how to fix it."""
+    values: dict[str, str | None] = {}
+    errors: dict[str, str] = {}
+    for name in gateway.PERSON_FIELDS:
+        if name not in form:
+            continue
+        text = " ".join(str(form[name]).split()) if name != "address" else str(form[name]).strip()
+        values[name] = text or None
+        if name in LIMITS and len(text) > LIMITS[name]:
+            errors[name] = f"is {len(text)} characters long; shorten it to at most {LIMITS[name]}"
+    if not partial and not values.get("family_name"):
+        errors["family_name"] = "is required; enter the person's family name"
+    email = values.get("email")
+    if email and "email" not in errors and not EMAIL_RE.match(email):
+        errors["email"] = "is not an email address; use the form name@example.org"
+    phone = values.get("phone")
+    if phone and "phone" not in errors and not PHONE_RE.match(phone):
+        errors["phone"] = "may hold only digits, spaces, + ( ) / -, 5 to 30 characters, e.g. +49 30 1234567"
+    birth = values.get("birth_date")
+    if birth:
+        try:
+            day = dt.date.fromisoformat(birth)
+        except ValueError:
+            errors["birth_date"] = "is not a date; use YYYY-MM-DD, e.g. 1964-08-12"
+        else:
+            if day > dt.date.today():
+                errors["birth_date"] = "lies in the future; check the year"
+    if errors:
+        raise Invalid(errors)
+    return values
+
+
+def parse_id(raw: str, what: str = "person") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except (ValueError, TypeError):
+        raise Invalid({"id": f"'{raw[:40]}' is not a {what} id; open the {what} from the list"}) from None
+
+
+async def list_people(actor: Actor, *, after: str | None, purpose: str = "customer_service") -> Page:
+    return await gateway.list_people(actor, purpose=purpose, after=after)
+
+
+async def find_by_email(actor: Actor, email: str, *, purpose: str = "customer_service") -> list[Record]:
+    email = email.strip()
+    if not EMAIL_RE.match(email):
+        raise Invalid({"email": "enter a whole email address, e.g. name@example.org (search is exact)"})
+    return await gateway.find_people_by_email(actor, purpose=purpose, email=email)
+
+
+async def get_person(actor: Actor, person_id: uuid.UUID, *, purpose: str = "customer_service") -> Record:
+    return await gateway.get_person(actor, purpose=purpose, person_id=person_id)
+
+
+async def create_person(actor: Actor, form: Mapping[str, str], *, purpose: str = "customer_service",
+                        organisation_id: uuid.UUID | None = None) -> uuid.UUID:
+    values = {k: v for k, v in clean_person(form).items() if v is not None}
+    return await gateway.create_person(actor, purpose=purpose, values=values, organisation_id=organisation_id)
+
+
+async def update_person(actor: Actor, person_id: uuid.UUID, form: Mapping[str, str], *,
+                        purpose: str = "customer_service") -> list[str]:
+    """Write only the fields that changed; returns their names."""
+    values = clean_person(form, partial=True)
+    current = await gateway.get_person(actor, purpose=purpose, person_id=person_id)
+    changes = {k: v for k, v in values.items() if current.effects.get(k) == "allow" and current[k] != v}
+    await gateway.update_person(actor, purpose=purpose, person_id=person_id, changes=changes)
+    return sorted(changes)
+
+
+async def reveal(actor: Actor, person_id: uuid.UUID, field: str, reason_code: str, reason_text: str, *,
+                 purpose: str = "customer_service") -> str:
+    reason = " — ".join(p for p in (reason_code.strip(), reason_text.strip()) if p)
+    return await gateway.reveal_field(actor, purpose=purpose, person_id=person_id, field=field, reason=reason)
+
+
+async def add_note(actor: Actor, person_id: uuid.UUID, body: str, *, purpose: str = "customer_service") -> None:
+    body = body.strip()
+    if not body:
+        raise Invalid({"body": "is empty; write the note first"})
+    if len(body) > 5000:
+        raise Invalid({"body": f"is {len(body)} characters long; keep notes under 5000"})
+    await gateway.add_note(actor, purpose=purpose, person_id=person_id, body=body)
+
+
+async def list_notes(actor: Actor, person_id: uuid.UUID, *, purpose: str = "customer_service") -> list[Record]:
+    return await gateway.list_notes(actor, purpose=purpose, person_id=person_id)

@@ -1,0 +1,39 @@
+"""CRM tables. Personal columns hold only vault tokens; read and write them through server.gateway."""
+
+from piccolo.columns import UUID, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+
+class Organisation(Table, tablename="crm_organisation"):
+    """A company or institution; its name is business data, not personal data."""
+
+    id = UUID(primary_key=True)
+    name = Varchar(length=200)
+    created_at = Timestamptz()
+
+
+class Person(Table, tablename="crm_person"):
+    """A data subject. Every personal field is an AES-256-GCM token bound to this row."""
+
+    id = UUID(primary_key=True)
+    pseudonym = UUID(unique=True, help_text="Stands for the person in audit events.")
+    organisation = ForeignKey(references=Organisation, null=True)
+    given_name = Text(null=True, secret=True)
+    family_name = Text(null=True, secret=True)
+    email = Text(null=True, secret=True)
+    email_index = Varchar(length=64, null=True, index=True, help_text="Blind index of the email.")
+    phone = Text(null=True, secret=True)
+    address = Text(null=True, secret=True)
+    birth_date = Text(null=True, secret=True)
+    created_at = Timestamptz(index=True)
+    updated_at = Timestamptz()
+
+
+class Note(Table, tablename="crm_note"):
+    """A note about a person, written by staff; the body is encrypted with the person's key."""
+
+    id = UUID(primary_key=True)
+    person = ForeignKey(references=Person, index=True)
+    author_id = UUID(help_text="The staff account that wrote it.")
+    body = Text(secret=True)
+    created_at = Timestamptz(index=True)

@@ -1,0 +1,30 @@
+"""The one door to personal data: policy decision, audit in the same transaction, vault."""
+
+from server.gateway.people import (
+    PERSON_FIELDS,
+    add_note,
+    create_person,
+    find_people_by_email,
+    get_person,
+    list_notes,
+    list_people,
+    person_pseudonym,
+    reveal_field,
+    update_person,
+)
+from server.gateway.records import Page, Record
+
+__all__ = [
+    "PERSON_FIELDS",
+    "Page",
+    "Record",
+    "add_note",
+    "create_person",
+    "find_people_by_email",
+    "get_person",
+    "list_notes",
+    "list_people",
+    "person_pseudonym",
+    "reveal_field",
+    "update_person",
+]

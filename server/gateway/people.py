@@ -1,0 +1,320 @@
+"""People and their notes through the gateway: decide, audit in the same transaction, decrypt."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from server.actor import Actor
+from server.audit.chain import Entry, append
+from server.crm.tables import Note, Person
+from server.db import write_transaction
+from server.errors import Invalid, NotFound, PolicyDenied
+from server.gateway.records import Page, Record
+from server.kernel import get_kernel
+from server.policy import FieldDecision
+from server.vault import blind_index, normalise_email
+from server.vault.cipher import DataKey, decrypt_field, encrypt_field
+from server.vault.store import create_subject_key, load_data_keys
+
+PERSON = "crm_person"
+NOTE = "crm_note"
+PERSON_FIELDS = ("given_name", "family_name", "email", "phone", "address", "birth_date")
+LIST_FIELDS = ("given_name", "family_name", "email")
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _decide(actor: Actor, action: str, purpose: str, table: str, fields: Iterable[str],
+            subject: uuid.UUID | None) -> dict[str, FieldDecision]:
+    is_self = subject is not None and actor.is_self(subject)
+    return get_kernel().policies.decide(
+        roles=actor.roles or frozenset({actor.kind}), is_self=is_self, action=action,
+        purpose=purpose, table=table, fields=fields,
+    )
+
+
+def _summary(decisions: Mapping[str, FieldDecision]) -> dict[str, str]:
+    return {f: f"{d.effect} by {d.rule}" for f, d in decisions.items()}
+
+
+async def _audit(actor: Actor, entry: Entry) -> None:
+    await append(actor, entry, get_kernel().policies.version)
+
+
+async def _denied(actor: Actor, action: str, table: str, purpose: str,
+                  decisions: Mapping[str, FieldDecision], subjects: tuple[str, ...] = ()) -> PolicyDenied:
+    """Record the denial (its own transaction) and return the error to raise."""
+    async with write_transaction():
+        await _audit(actor, Entry(action=action, entity=table, purpose=purpose, outcome="denied",
+                                  subjects=subjects, fields=_summary(decisions)))
+    refused = sorted(f for f, d in decisions.items() if d.effect == "deny")
+    rules = sorted({decisions[f].rule for f in refused})
+    return PolicyDenied(
+        f"Your role ({actor.role}) may not {action} {table} field(s) {', '.join(refused)} "
+        f"for purpose '{purpose}' (decided by {', '.join(rules)}). Ask an administrator if you need it."
+    )
+
+
+def _visible(decisions: Mapping[str, FieldDecision]) -> list[str]:
+    return [f for f, d in decisions.items() if d.effect != "deny"]
+
+
+def _open(dk: DataKey | None, table: str, row_id: uuid.UUID, row: Mapping[str, Any],
+          decisions: Mapping[str, FieldDecision]) -> dict[str, str | None]:
+    policies = get_kernel().policies
+    values: dict[str, str | None] = {}
+    for name, decision in decisions.items():
+        if decision.effect == "deny":
+            continue
+        token = row.get(name)
+        if token is None or dk is None:
+            values[name] = None
+            continue
+        plain = decrypt_field(dk, table, name, row_id, token)
+        values[name] = policies.mask(table, name, plain) if decision.effect == "mask" else plain
+    return values
+
+
+def _person_record(row: Mapping[str, Any], keys: Mapping[uuid.UUID, DataKey],
+                   decisions: Mapping[str, FieldDecision]) -> Record:
+    pid = _uuid(row["id"])
+    return Record(
+        id=pid,
+        values=_open(keys.get(pid), PERSON, pid, row, decisions),
+        effects={f: d.effect for f, d in decisions.items()},
+        created_at=row.get("created_at"),
+        extra={"organisation": row.get("organisation_name"), "updated_at": row.get("updated_at")},
+    )
+
+
+def _person_columns(fields: Iterable[str]) -> list[Any]:
+    return [
+        Person.id, Person.pseudonym, Person.created_at, Person.updated_at,
+        Person.organisation.name.as_alias("organisation_name"),
+        *[getattr(Person, f) for f in fields],
+    ]
+
+
+async def person_pseudonym(actor: Actor, person_id: uuid.UUID) -> str:
+    """The pseudonym audit events use for this person (no personal data; no event needed)."""
+    if actor.kind == "customer" and not actor.is_self(person_id):
+        raise PolicyDenied("Customers can only see their own access log.")
+    rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
+    if not rows:
+        raise NotFound("No person with this id; they may have been erased.")
+    return str(rows[0]["pseudonym"])
+
+
+async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Record:
+    decisions = _decide(actor, "read", purpose, PERSON, PERSON_FIELDS, person_id)
+    visible = _visible(decisions)
+    if not visible:
+        raise await _denied(actor, "read", PERSON, purpose, decisions)
+    async with write_transaction():
+        rows = await Person.select(*_person_columns(visible)).where(Person.id == person_id)
+        if not rows:
+            raise NotFound("No person with this id; they may have been erased.")
+        row = rows[0]
+        await _audit(actor, Entry(action="read", entity=PERSON, purpose=purpose,
+                                  subjects=(str(row["pseudonym"]),), fields=_summary(decisions)))
+        keys = await load_data_keys(get_kernel().keys, [person_id])
+    return _person_record(row, keys, decisions)
+
+
+def _cursor(row: Mapping[str, Any]) -> str:
+    return f"{row['created_at'].astimezone(dt.timezone.utc).isoformat()}|{row['id']}"
+
+
+def _parse_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        at, rid = cursor.split("|", 1)
+        return dt.datetime.fromisoformat(at), uuid.UUID(rid)
+    except ValueError:
+        raise Invalid({"after": "this page link is malformed; go back to the first page"}) from None
+
+
+async def list_people(actor: Actor, *, purpose: str, after: str | None = None, limit: int = 25) -> Page:
+    """Newest first, keyset paged on (created_at, id); one audit event names the page's subjects."""
+    decisions = _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None)
+    visible = _visible(decisions)
+    if not visible:
+        raise await _denied(actor, "list", PERSON, purpose, decisions)
+    query = Person.select(*_person_columns(visible))
+    if after:
+        at, rid = _parse_cursor(after)
+        query = query.where((Person.created_at < at) | ((Person.created_at == at) & (Person.id < rid)))
+    async with write_transaction():
+        rows = await query.order_by(Person.created_at, Person.id, ascending=False).limit(limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        await _audit(actor, Entry(action="list", entity=PERSON, purpose=purpose,
+                                  subjects=tuple(str(r["pseudonym"]) for r in page),
+                                  fields=_summary(decisions)))
+        keys = await load_data_keys(get_kernel().keys, [_uuid(r["id"]) for r in page])
+    return Page([_person_record(r, keys, decisions) for r in page], _cursor(page[-1]) if more else None)
+
+
+async def find_people_by_email(actor: Actor, *, purpose: str, email: str) -> list[Record]:
+    """Exact search through the blind index; candidates are confirmed by decryption."""
+    decisions = _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None)
+    if decisions["email"].effect == "deny":
+        raise await _denied(actor, "search", PERSON, purpose, decisions)
+    wanted = normalise_email(email)
+    index = blind_index(get_kernel().keys, "email", wanted)
+    fields = list(dict.fromkeys([*_visible(decisions), "email"]))
+    async with write_transaction():
+        rows = await Person.select(*_person_columns(fields)).where(Person.email_index == index)
+        keys = await load_data_keys(get_kernel().keys, [_uuid(r["id"]) for r in rows])
+        confirmed = [
+            r for r in rows
+            if (dk := keys.get(_uuid(r["id"]))) is not None and r["email"] is not None
+            and normalise_email(decrypt_field(dk, PERSON, "email", _uuid(r["id"]), r["email"])) == wanted
+        ]
+        await _audit(actor, Entry(action="search", entity=PERSON, purpose=purpose,
+                                  subjects=tuple(str(r["pseudonym"]) for r in confirmed),
+                                  fields={"email_index": "lookup", **_summary(decisions)}))
+    return [_person_record(r, keys, decisions) for r in confirmed]
+
+
+def _check_write(decisions: Mapping[str, FieldDecision]) -> bool:
+    return all(d.effect == "allow" for d in decisions.values())
+
+
+def _sealed(dk: DataKey, row_id: uuid.UUID, values: Mapping[str, str | None]) -> dict[Any, Any]:
+    sealed: dict[Any, Any] = {}
+    for name, value in values.items():
+        column = getattr(Person, name)
+        sealed[column] = None if value in (None, "") else encrypt_field(dk, PERSON, name, row_id, value)
+        if name == "email":
+            sealed[Person.email_index] = (
+                None if not value else blind_index(get_kernel().keys, "email", normalise_email(value))
+            )
+    return sealed
+
+
+async def create_person(actor: Actor, *, purpose: str, values: Mapping[str, str | None],
+                        organisation_id: uuid.UUID | None = None) -> uuid.UUID:
+    unknown = set(values) - set(PERSON_FIELDS)
+    if unknown:
+        raise Invalid({f: "not a field of a person" for f in sorted(unknown)})
+    decisions = _decide(actor, "write", purpose, PERSON, values.keys(), None)
+    if not _check_write(decisions):
+        raise await _denied(actor, "create", PERSON, purpose, decisions)
+    person_id, pseudonym, now = uuid.uuid4(), uuid.uuid4(), _now()
+    async with write_transaction():
+        dk = await create_subject_key(get_kernel().keys, person_id)
+        sealed = {col._meta.name: v for col, v in _sealed(dk, person_id, values).items()}
+        await Person.insert(Person(id=person_id, pseudonym=pseudonym, organisation=organisation_id,
+                                   created_at=now, updated_at=now, **sealed))
+        await _audit(actor, Entry(action="create", entity=PERSON, purpose=purpose,
+                                  subjects=(str(pseudonym),), fields=_summary(decisions)))
+    return person_id
+
+
+async def update_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
+                        changes: Mapping[str, str | None]) -> None:
+    unknown = set(changes) - set(PERSON_FIELDS)
+    if unknown:
+        raise Invalid({f: "not a field of a person" for f in sorted(unknown)})
+    if not changes:
+        return
+    decisions = _decide(actor, "write", purpose, PERSON, changes.keys(), person_id)
+    if not _check_write(decisions):
+        raise await _denied(actor, "update", PERSON, purpose, decisions)
+    async with write_transaction():
+        rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
+        if not rows:
+            raise NotFound("No person with this id; they may have been erased.")
+        keys = await load_data_keys(get_kernel().keys, [person_id])
+        if person_id not in keys:
+            raise NotFound("This person's data key is gone (erased); nothing can be written.")
+        await Person.update({**_sealed(keys[person_id], person_id, changes), Person.updated_at: _now()}).where(
+            Person.id == person_id
+        )
+        await _audit(actor, Entry(action="update", entity=PERSON, purpose=purpose,
+                                  subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
+
+
+async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, field: str, reason: str) -> str:
+    """One deliberate step for a sensitive field: the reason is required and recorded."""
+    if field not in PERSON_FIELDS:
+        raise Invalid({"field": f"'{field}' is not a field of a person"})
+    if not reason.strip():
+        raise Invalid({"reason": "say why you need to see this value; the reason is recorded"})
+    decisions = _decide(actor, "reveal", purpose, PERSON, [field], person_id)
+    if decisions[field].effect != "allow":
+        raise await _denied(actor, "reveal", PERSON, purpose, decisions)
+    async with write_transaction():
+        rows = await Person.select(Person.pseudonym, getattr(Person, field)).where(Person.id == person_id)
+        if not rows:
+            raise NotFound("No person with this id; they may have been erased.")
+        await _audit(actor, Entry(action="reveal", entity=PERSON, purpose=purpose, reason=reason.strip()[:200],
+                                  subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
+        keys = await load_data_keys(get_kernel().keys, [person_id])
+    token = rows[0][field]
+    if token is None or person_id not in keys:
+        return ""
+    return decrypt_field(keys[person_id], PERSON, field, person_id, token)
+
+
+async def add_note(actor: Actor, *, purpose: str, person_id: uuid.UUID, body: str) -> uuid.UUID:
+    decisions = _decide(actor, "write", purpose, NOTE, ["body"], person_id)
+    if not _check_write(decisions):
+        raise await _denied(actor, "create", NOTE, purpose, decisions)
+    note_id = uuid.uuid4()
+    async with write_transaction():
+        rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
+        if not rows:
+            raise NotFound("No person with this id; they may have been erased.")
+        keys = await load_data_keys(get_kernel().keys, [person_id])
+        token = encrypt_field(_note_key(keys, person_id), NOTE, "body", note_id, body)
+        await Note.insert(Note(id=note_id, person=person_id, author_id=uuid.UUID(actor.id) if _is_uuid(actor.id)
+                               else uuid.UUID(int=0), body=token, created_at=_now()))
+        await _audit(actor, Entry(action="create", entity=NOTE, purpose=purpose,
+                                  subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
+    return note_id
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _note_key(keys: Mapping[uuid.UUID, DataKey], person_id: uuid.UUID) -> DataKey:
+    if person_id not in keys:
+        raise NotFound("This person's data key is gone (erased); notes cannot be written or read.")
+    return keys[person_id]
+
+
+async def list_notes(actor: Actor, *, purpose: str, person_id: uuid.UUID, limit: int = 50) -> list[Record]:
+    decisions = _decide(actor, "read", purpose, NOTE, ["body"], person_id)
+    if not _visible(decisions):
+        raise await _denied(actor, "read", NOTE, purpose, decisions)
+    async with write_transaction():
+        person = await Person.select(Person.pseudonym).where(Person.id == person_id)
+        if not person:
+            raise NotFound("No person with this id; they may have been erased.")
+        rows = await Note.select(Note.id, Note.body, Note.author_id, Note.created_at).where(
+            Note.person == person_id).order_by(Note.created_at, ascending=False).limit(limit)
+        await _audit(actor, Entry(action="read", entity=NOTE, purpose=purpose,
+                                  subjects=(str(person[0]["pseudonym"]),), fields=_summary(decisions)))
+        keys = await load_data_keys(get_kernel().keys, [person_id])
+    records = []
+    for row in rows:
+        nid = _uuid(row["id"])
+        dk = _note_key(keys, person_id)
+        records.append(Record(id=nid, values=_open(dk, NOTE, nid, {"body": row["body"]}, decisions),
+                              effects={"body": decisions["body"].effect}, created_at=row["created_at"],
+                              extra={"author_id": str(row["author_id"])}))
+    return records

@@ -1,0 +1,1 @@
+"""Identity: staff and customer accounts, passwords, server-side sessions, sign-in limits."""

@@ -1,0 +1,17 @@
+"""Piccolo app of the identity area."""
+
+from __future__ import annotations
+
+import os
+
+from piccolo.conf.apps import AppConfig, table_finder
+
+CURRENT_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+APP_CONFIG = AppConfig(
+    app_name="identity",
+    migrations_folder_path=os.path.join(CURRENT_DIRECTORY, "piccolo_migrations"),
+    table_classes=table_finder(modules=["server.identity.tables"], exclude_imported=True),
+    migration_dependencies=[],
+    commands=[],
+)

@@ -1,0 +1,165 @@
+"""The pure policy evaluator: per-field decisions (allow, mask, deny) and masking; default deny."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Sensitivity = Literal["low", "normal", "high"]
+Effect = Literal["allow", "mask", "deny"]
+
+ANY = "*"
+DEFAULT_RULE = "default-deny"
+REDACTED = "•••••"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One personal column as fields.yml describes it."""
+
+    category: str
+    sensitivity: Sensitivity
+    encrypted: bool
+    searchable: bool
+    mask: str = "redact"
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """One processing purpose from purposes.yml."""
+
+    id: str
+    title_de: str
+    title_en: str
+    legal_basis: str
+    consent_required: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class FieldDecision:
+    """What may happen to one field, and the id of the rule that decided it."""
+
+    effect: Effect
+    rule: str
+
+
+DEFAULT_DENY = FieldDecision("deny", DEFAULT_RULE)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One access rule from access.yml; ``*`` in purposes or fields means any."""
+
+    id: str
+    roles: frozenset[str]
+    actions: frozenset[str]
+    purposes: frozenset[str]
+    tables: frozenset[str]
+    fields: frozenset[str]
+    categories: tuple[str, ...]
+    effect: Effect
+    scope: Literal["self", "all"]
+    priority: int
+
+    def matches(self, roles: Iterable[str], is_self: bool, action: str, purpose: str,
+                table: str, field: str, spec: FieldSpec) -> bool:
+        return (
+            not self.roles.isdisjoint(roles)
+            and action in self.actions
+            and (ANY in self.purposes or purpose in self.purposes)
+            and table in self.tables
+            and (ANY in self.fields or field in self.fields
+                 or any(category_matches(c, spec.category) for c in self.categories))
+            and (self.scope == "all" or is_self)
+        )
+
+
+def category_matches(rule_category: str, field_category: str) -> bool:
+    """``contact`` matches ``contact.email``; ``contact.email`` matches only itself."""
+    return field_category == rule_category or field_category.startswith(rule_category + ".")
+
+
+def _year_only(value: str) -> str:
+    return value[:4] + "-••-••" if re.match(r"\d{4}", value) else REDACTED
+
+
+def _last_four(value: str) -> str:
+    return "•••" + value[-4:] if len(value) > 4 else REDACTED
+
+
+def _email_domain(value: str) -> str:
+    _, at, domain = value.rpartition("@")
+    return "•••@" + domain if at and domain else REDACTED
+
+
+MASKS: dict[str, Callable[[str], str]] = {
+    "redact": lambda _value: REDACTED,
+    "year_only": _year_only,
+    "last_four": _last_four,
+    "email_domain": _email_domain,
+}
+
+
+class PolicySet:
+    """A fully validated set of policies; build it with ``load_policies``."""
+
+    def __init__(self, *, version: str, fields: Mapping[str, Mapping[str, FieldSpec]],
+                 purposes: Mapping[str, Purpose], roles: Iterable[str], rules: Iterable[Rule]) -> None:
+        self.version = version
+        self._fields = {table: dict(specs) for table, specs in fields.items()}
+        self._purposes = dict(purposes)
+        self._roles = frozenset(roles)
+        # Stable sort: equal priorities keep file order.
+        self._rules = tuple(sorted(rules, key=lambda rule: -rule.priority))
+
+    @property
+    def tables(self) -> frozenset[str]:
+        return frozenset(self._fields)
+
+    @property
+    def purposes(self) -> dict[str, Purpose]:
+        return dict(self._purposes)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return self._roles
+
+    def fields(self, table: str) -> dict[str, FieldSpec]:
+        """The personal fields of ``table``; KeyError names the known tables if it has none."""
+        if table not in self._fields:
+            raise KeyError(f"unknown table {table!r}; known tables: {', '.join(sorted(self._fields))}")
+        return dict(self._fields[table])
+
+    def decide(self, *, roles: frozenset[str], is_self: bool, action: str, purpose: str,
+               table: str, fields: Iterable[str]) -> dict[str, FieldDecision]:
+        """One decision per field, in the order given; unknown purpose, table or field: deny."""
+        specs = self._fields.get(table, {})
+        known_purpose = purpose in self._purposes
+        decisions: dict[str, FieldDecision] = {}
+        for field in fields:
+            spec = specs.get(field)
+            decisions[field] = (
+                self._decide_one(roles, is_self, action, purpose, table, field, spec)
+                if spec is not None and known_purpose else DEFAULT_DENY
+            )
+        return decisions
+
+    def _decide_one(self, roles: frozenset[str], is_self: bool, action: str, purpose: str,
+                    table: str, field: str, spec: FieldSpec) -> FieldDecision:
+        for rule in self._rules:
+            if rule.matches(roles, is_self, action, purpose, table, field, spec):
+                # High fields are masked on a staff read; the subject reading their own
+                # record (a scope-self rule) sees them, and "reveal" shows them in full.
+                if (rule.effect == "allow" and action == "read" and spec.sensitivity == "high"
+                        and rule.scope != "self"):
+                    return FieldDecision("mask", rule.id)
+                return FieldDecision(rule.effect, rule.id)
+        return DEFAULT_DENY
+
+    def mask(self, table: str, field: str, value: str) -> str:
+        """``value`` masked by the field's strategy; unknown fields are redacted."""
+        spec = self._fields.get(table, {}).get(field)
+        return MASKS.get(spec.mask if spec else "redact", MASKS["redact"])(value)

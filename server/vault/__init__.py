@@ -1,0 +1,14 @@
+"""The vault: key-encryption keys, per-subject data keys, field tokens, blind indexes."""
+
+from server.vault.keys import KeyError_, KeyProvider, FileKeyProvider, ensure_dev_key_file, load_key_provider
+from server.vault.blind import blind_index, normalise_email
+
+__all__ = [
+    "FileKeyProvider",
+    "KeyError_",
+    "KeyProvider",
+    "blind_index",
+    "ensure_dev_key_file",
+    "load_key_provider",
+    "normalise_email",
+]

@@ -1,0 +1,103 @@
+"""Field tokens: AES-256-GCM under a per-subject data key, bound to table, column, subject and row."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from server.vault.keys import KeyProvider
+
+TOKEN_VERSION = 1
+
+
+class DecryptionFailed(Exception):
+    """A token did not decrypt: tampered, copied to another place, or its key is gone."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _pack(key_id: str, nonce: bytes, sealed: bytes) -> str:
+    kid = key_id.encode()
+    return _b64(bytes([TOKEN_VERSION, len(kid)]) + kid + nonce + sealed)
+
+
+def _unpack(token: str) -> tuple[str, bytes, bytes]:
+    raw = _unb64(token)
+    if len(raw) < 2 or raw[0] != TOKEN_VERSION:
+        raise DecryptionFailed("unknown token version")
+    n = raw[1]
+    key_id = raw[2 : 2 + n].decode()
+    nonce = raw[2 + n : 14 + n]
+    return key_id, nonce, raw[14 + n :]
+
+
+def token_key_id(token: str) -> str:
+    return _unpack(token)[0]
+
+
+@dataclass(frozen=True)
+class DataKey:
+    subject_id: uuid.UUID
+    key_id: str
+    key: bytes
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    key_id: str
+    kek_id: str
+    wrapped: str
+
+
+def _wrap_aad(subject_id: uuid.UUID, key_id: str) -> bytes:
+    return f"mutual.datakey|{subject_id}|{key_id}".encode()
+
+
+def new_data_key(provider: KeyProvider, subject_id: uuid.UUID) -> tuple[DataKey, WrappedKey]:
+    key = AESGCM.generate_key(bit_length=256)
+    key_id = secrets.token_hex(8)
+    kek_id = provider.active_kek_id
+    nonce = os.urandom(12)
+    sealed = AESGCM(provider.kek(kek_id)).encrypt(nonce, key, _wrap_aad(subject_id, key_id))
+    return DataKey(subject_id, key_id, key), WrappedKey(key_id, kek_id, _pack(kek_id, nonce, sealed))
+
+
+def unwrap_data_key(provider: KeyProvider, subject_id: uuid.UUID, wrapped: WrappedKey) -> DataKey:
+    kek_id, nonce, sealed = _unpack(wrapped.wrapped)
+    try:
+        key = AESGCM(provider.kek(kek_id)).decrypt(nonce, sealed, _wrap_aad(subject_id, wrapped.key_id))
+    except InvalidTag:
+        raise DecryptionFailed(f"data key of subject {subject_id} did not unwrap") from None
+    return DataKey(subject_id, wrapped.key_id, key)
+
+
+def _field_aad(table: str, column: str, subject_id: uuid.UUID, row_id: uuid.UUID) -> bytes:
+    return f"mutual.field|{table}.{column}|{subject_id}|{row_id}".encode()
+
+
+def encrypt_field(dk: DataKey, table: str, column: str, row_id: uuid.UUID, value: str) -> str:
+    nonce = os.urandom(12)
+    sealed = AESGCM(dk.key).encrypt(nonce, value.encode(), _field_aad(table, column, dk.subject_id, row_id))
+    return _pack(dk.key_id, nonce, sealed)
+
+
+def decrypt_field(dk: DataKey, table: str, column: str, row_id: uuid.UUID, token: str) -> str:
+    key_id, nonce, sealed = _unpack(token)
+    if key_id != dk.key_id:
+        raise DecryptionFailed(f"{table}.{column} token names key {key_id}, not the subject's key")
+    try:
+        return AESGCM(dk.key).decrypt(nonce, sealed, _field_aad(table, column, dk.subject_id, row_id)).decode()
+    except InvalidTag:
+        raise DecryptionFailed(f"{table}.{column} of row {row_id} failed authentication") from None

@@ -1,0 +1,117 @@
+"""The one app factory both faces use: sessions, CSRF, headers, errors, templates, static files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.config.csrf import CSRFConfig
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.middleware import DefineMiddleware
+from litestar.static_files import create_static_files_router
+
+from server.db import engine, is_sqlite
+from server.errors import DomainError, Invalid
+from server.kernel import get_kernel
+from server.web.auth import CSRF_COOKIES, SessionMiddleware
+from server.web.rendering import build_environment, is_fragment_request, render
+
+log = logging.getLogger("mutual.web")
+SHARED_STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+
+@get("/healthz", sync_to_thread=False, include_in_schema=False)
+def healthz() -> str:
+    """Liveness for process supervisors and tests; says nothing about data."""
+    return "ok"
+
+
+def _error_page(request: Request, status: int, message: str, errors: dict[str, str] | None = None) -> Response:
+    if status == 401:
+        if request.headers.get("hx-request") == "true":
+            return Response("", status_code=401, headers={"HX-Redirect": "/signin"})
+        return Response("", status_code=303, headers={"Location": "/signin"})
+    block = "content" if is_fragment_request(request) else None
+    return render(request, "error.html", block=block, status_code=status, message=message, errors=errors or {})
+
+
+def _domain_error(request: Request, exc: DomainError) -> Response:
+    return _error_page(request, exc.status, str(exc), exc.errors if isinstance(exc, Invalid) else None)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    detail = exc.detail if exc.status_code < 500 else "Something went wrong on our side."
+    if exc.status_code == 403 and "csrf" in str(exc.detail).lower():
+        detail = "This form has expired. Reload the page and send it again."
+    return _error_page(request, exc.status_code, str(detail))
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    # The exception type and request id only: messages from libraries may echo input.
+    log.error("unhandled %s in request %s", type(exc).__name__, getattr(request.state, "request_id", "?"))
+    return _error_page(request, 500, "Something went wrong on our side. Nothing was changed; try again.")
+
+
+async def _startup(app: Litestar) -> None:
+    get_kernel()  # invalid policies or missing keys stop start-up here, with their message
+    if not is_sqlite():
+        await engine().start_connection_pool()
+
+
+async def _shutdown(app: Litestar) -> None:
+    if not is_sqlite():
+        await engine().close_connection_pool()
+
+
+async def _headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], templates: Path, static: Path,
+                    debug: bool = False) -> Litestar:
+    kernel = get_kernel()
+    _, csrf_key = kernel.keys.index_key("csrf")
+    app = Litestar(
+        route_handlers=[
+            healthz,
+            create_static_files_router(path="/static", directories=[static, SHARED_STATIC],
+                                       include_in_schema=False),
+            *route_handlers,
+        ],
+        middleware=[DefineMiddleware(SessionMiddleware, exclude=["^/static/", "^/healthz$"])],
+        csrf_config=CSRFConfig(
+            secret=f"{face}:{csrf_key.hex()}", cookie_name=CSRF_COOKIES[face], cookie_secure=True,
+            cookie_httponly=True, cookie_samesite="strict", header_name="x-csrftoken",
+        ),
+        exception_handlers={
+            DomainError: _domain_error,
+            NotAuthorizedException: _http_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        on_startup=[_startup],
+        on_shutdown=[_shutdown],
+        after_request=_headers,
+        openapi_config=None,
+        debug=debug,
+    )
+    app.state.face = face
+    app.state.face_title = face_title
+    app.state.jinja = build_environment(templates)
+    return app

@@ -1,0 +1,84 @@
+"""Test set-up: a private var dir, fresh keys and a migrated database (SQLite, or PostgreSQL when
+MUTUAL_TEST_DATABASE=postgres), configured before any Mutual module is imported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+_VAR = Path(tempfile.mkdtemp(prefix="mutual-test-"))
+os.environ["MUTUAL_VAR_DIR"] = str(_VAR)
+os.environ["MUTUAL_KEY_FILE"] = str(_VAR / "keys.json")
+os.environ.pop("MUTUAL_KEYS", None)
+os.environ.pop("MUTUAL_DEV", None)
+
+_PG_ADMIN_URL = os.environ.get("MUTUAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_PG_DB = f"mutual_test_{uuid.uuid4().hex[:10]}"
+USE_POSTGRES = os.environ.get("MUTUAL_TEST_DATABASE") == "postgres"
+
+
+def _pg_url(database: str) -> str:
+    base, _, _ = _PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+if USE_POSTGRES:
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{_PG_DB}"'))
+    os.environ["MUTUAL_DATABASE_URL"] = _pg_url(_PG_DB)
+else:
+    os.environ["MUTUAL_DATABASE_URL"] = f"sqlite:///{_VAR / 'test.sqlite3'}"
+
+from server.vault.keys import new_key_document  # noqa: E402
+
+(_VAR / "keys.json").write_text(json.dumps(new_key_document()))
+
+ALL_TABLES = (
+    "crm_note", "crm_person", "crm_organisation", "vault_subject_key", "identity_session",
+    "identity_signin_failure", "identity_customer_account", "identity_staff_account",
+    "audit_subject", "audit_event",
+)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if USE_POSTGRES:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{_PG_DB}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def migrated() -> None:
+    from server.setup import migrate
+
+    await migrate()
+
+
+@pytest.fixture
+async def db(migrated: None) -> None:
+    """An empty, migrated database for each test (every table emptied, the audit chain reset)."""
+    from server.audit.chain import GENESIS
+    from server.db import raw, write_transaction
+
+    async with write_transaction():
+        for table in ALL_TABLES:
+            await raw(f"DELETE FROM {table}")
+        await raw("UPDATE audit_head SET seq = 0, hash = {}", GENESIS)
+
+
+@pytest.fixture
+def var_dir() -> Path:
+    return _VAR
