@@ -12,7 +12,7 @@ from server.web import signin_handlers
 
 def route_handlers() -> list[Any]:
     return [
-        *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/people"),
+        *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/"),
         home,
         PeopleController,
         AuditController,

@@ -21,9 +21,10 @@ REVEAL_REASONS = ["Identity check requested by the customer", "Contract or order
 
 
 @get("/", guards=[requires_staff], name="backoffice-home")
-async def home() -> Redirect:
-    """The start page is the people list."""
-    return Redirect("/people", status_code=303)
+async def home(request: Request) -> Redirect:
+    """The start page: the people list, or the audit log for compliance officers."""
+    roles = request.user.roles
+    return Redirect("/audit" if roles == {"compliance"} else "/people", status_code=303)
 
 
 class PeopleController(Controller):

@@ -211,7 +211,9 @@ async def create_person(actor: Actor, *, purpose: str, values: Mapping[str, str 
     person_id, pseudonym, now = uuid.uuid4(), uuid.uuid4(), _now()
     async with write_transaction():
         dk = await create_subject_key(get_kernel().keys, person_id)
-        sealed = {col._meta.name: v for col, v in _sealed(dk, person_id, values).items()}
+        # Every personal column explicitly: Piccolo's Text default is "", which is not a token.
+        sealed = {name: None for name in PERSON_FIELDS}
+        sealed.update({col._meta.name: v for col, v in _sealed(dk, person_id, values).items()})
         await Person.insert(Person(id=person_id, pseudonym=pseudonym, organisation=organisation_id,
                                    created_at=now, updated_at=now, **sealed))
         await _audit(actor, Entry(action="create", entity=PERSON, purpose=purpose,

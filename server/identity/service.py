@@ -19,8 +19,6 @@ from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault import blind_index, normalise_email
 
-FACES = ("portal", "backoffice")
-STAFF_ROLES = frozenset({"admin", "sales", "support", "compliance"})
 GENERIC_FAILURE = "The sign-in details are not correct. Check them and try again."
 TOO_MANY = "Too many sign-in attempts. Wait {minutes} minutes, then try again."
 
@@ -177,7 +175,7 @@ async def has_staff_accounts() -> bool:
 
 
 async def create_staff(username: str, password: str, roles: list[str]) -> uuid.UUID:
-    known = STAFF_ROLES
+    known = get_kernel().policies.roles - {"customer"}
     bad = [r for r in roles if r not in known]
     if bad:
         raise Invalid({"roles": f"unknown role(s) {', '.join(bad)}; known: {', '.join(sorted(known))}"})

@@ -107,7 +107,8 @@ class PolicySet:
     """A fully validated set of policies; build it with ``load_policies``."""
 
     def __init__(self, *, version: str, fields: Mapping[str, Mapping[str, FieldSpec]],
-                 purposes: Mapping[str, Purpose], roles: Iterable[str], rules: Iterable[Rule]) -> None:
+                 purposes: Mapping[str, Purpose], roles: Iterable[str],
+                 rules: Iterable[Rule]) -> None:
         self.version = version
         self._fields = {table: dict(specs) for table, specs in fields.items()}
         self._purposes = dict(purposes)
@@ -130,7 +131,8 @@ class PolicySet:
     def fields(self, table: str) -> dict[str, FieldSpec]:
         """The personal fields of ``table``; KeyError names the known tables if it has none."""
         if table not in self._fields:
-            raise KeyError(f"unknown table {table!r}; known tables: {', '.join(sorted(self._fields))}")
+            known = ", ".join(sorted(self._fields))
+            raise KeyError(f"unknown table {table!r}; known tables: {known}")
         return dict(self._fields[table])
 
     def decide(self, *, roles: frozenset[str], is_self: bool, action: str, purpose: str,

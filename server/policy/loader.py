@@ -32,8 +32,8 @@ class PolicyError(Exception):
 def _child(node: yaml.Node, step: PathItem) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         return next((value for key, value in node.value if _key(key) == str(step)), None)
-    if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
-        return node.value[step]
+    if isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+        return node.value[step] if 0 <= step < len(node.value) else None
     return None
 
 
@@ -76,7 +76,8 @@ def _parse(directory: Path, name: str) -> _Document:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise PolicyError(name, 1, f"cannot read {path} ({exc.strerror})", "create the file") from None
+        problem = f"cannot read {path} ({exc.strerror})"
+        raise PolicyError(name, 1, problem, "create the file") from None
     loader = yaml.SafeLoader(raw)
     try:
         node = loader.get_single_node()
@@ -153,8 +154,9 @@ def _error_line(doc: _Document, error: ValidationError) -> int:
     return doc.line(error.absolute_path, _bad_key(error))
 
 
-TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a text", "integer": "a whole number",
-              "number": "a number", "boolean": "true or false", "null": "empty"}
+TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a text",
+              "integer": "a whole number", "number": "a number", "boolean": "true or false",
+              "null": "empty"}
 
 
 def _show(value: Any) -> str:
@@ -177,8 +179,8 @@ def _explain(error: ValidationError, schema_name: str) -> tuple[str, str]:
         return (f"unknown key '{_extra_keys(error)[0]}' in {where}",
                 f"allowed keys: {', '.join(schema['properties'])}")
     if error.validator == "enum":
-        return f"bad value {_show(instance)} for {where}", f"use one of: {', '.join(map(str, value))}"
-    if error.validator == "const":
+        hint = "use one of: " + ", ".join(map(str, value))
+    if error.validator in ("enum", "const"):
         return f"bad value {_show(instance)} for {where}", hint
     if error.validator == "type":
         wanted = TYPE_WORDS.get(str(value), str(value))
@@ -224,10 +226,10 @@ def _check_names(doc: _Document, path: tuple[PathItem, ...], names: list[str], k
     for j, name in enumerate(names):
         if wildcard and name == ANY:
             if len(names) > 1:
-                raise doc.error(path + (j,), f"'{ANY}' in {_where(path)} must stand alone",
+                raise doc.error((*path, j), f"'{ANY}' in {_where(path)} must stand alone",
                                 f"write [\"{ANY}\"] or list the {kind}s")
         elif name not in known:
-            raise doc.error(path + (j,), f"unknown {kind} '{name}'",
+            raise doc.error((*path, j), f"unknown {kind} '{name}'",
                             f"known {kind}s: {', '.join(known)}")
 
 
@@ -239,21 +241,22 @@ def _build_rules(doc: _Document, fields: dict[str, dict[str, FieldSpec]],
     for i, r in enumerate(doc.data["rules"]):
         at: tuple[PathItem, ...] = ("rules", i)
         if r["id"] in first_line:
-            raise doc.error(at + ("id",), f"duplicate rule id '{r['id']}'",
+            raise doc.error((*at, "id"), f"duplicate rule id '{r['id']}'",
                             f"it is already used on line {first_line[r['id']]}; rename one")
-        first_line[r["id"]] = doc.line(at + ("id",))
-        _check_names(doc, at + ("roles",), r["roles"], roles, "role")
-        _check_names(doc, at + ("purposes",), r["purposes"], purposes, "purpose", wildcard=True)
-        _check_names(doc, at + ("tables",), r["tables"], fields, "table")
+        first_line[r["id"]] = doc.line((*at, "id"))
+        _check_names(doc, (*at, "roles"), r["roles"], roles, "role")
+        _check_names(doc, (*at, "purposes"), r["purposes"], purposes, "purpose", wildcard=True)
+        _check_names(doc, (*at, "tables"), r["tables"], fields, "table")
         columns = {name: spec for table in r["tables"] for name, spec in fields[table].items()}
-        _check_names(doc, at + ("fields",), r.get("fields", []), columns, "field", wildcard=True)
+        _check_names(doc, (*at, "fields"), r.get("fields", []), columns, "field", wildcard=True)
         known_categories = sorted({spec.category for spec in columns.values()})
         for j, category in enumerate(r.get("categories", [])):
             if not any(category_matches(category, c) for c in known_categories):
-                raise doc.error(at + ("categories", j), f"unknown category '{category}'",
-                                f"categories of {', '.join(r['tables'])}: {', '.join(known_categories)}")
+                tables = ", ".join(r["tables"])
+                raise doc.error((*at, "categories", j), f"unknown category '{category}'",
+                                f"categories of {tables}: {', '.join(known_categories)}")
         if SUBJECT_ROLE in r["roles"] and r["scope"] != "self":
-            raise doc.error(at + ("scope",), f"rule '{r['id']}' gives role '{SUBJECT_ROLE}' scope "
+            raise doc.error((*at, "scope"), f"rule '{r['id']}' gives role '{SUBJECT_ROLE}' scope "
                             f"'{r['scope']}'", f"{SUBJECT_ROLE} rules must use scope: self")
         rules.append(Rule(
             id=r["id"], roles=frozenset(r["roles"]), actions=frozenset(r["actions"]),

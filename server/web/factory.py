@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def _error_page(request: Request, status: int, message: str, errors: dict[str, s
             return Response("", status_code=401, headers={"HX-Redirect": "/signin"})
         return Response("", status_code=303, headers={"Location": "/signin"})
     block = "content" if is_fragment_request(request) else None
-    return render(request, "error.html", block=block, status_code=status, message=message, errors=errors or {})
+    return render(request, "error.html", block=block, status_code=status, status=status, message=message,
+                  errors=errors or {})
 
 
 def _domain_error(request: Request, exc: DomainError) -> Response:
@@ -61,8 +63,9 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def _server_error(request: Request, exc: Exception) -> Response:
-    # The exception type and request id only: messages from libraries may echo input.
-    log.error("unhandled %s in request %s", type(exc).__name__, getattr(request.state, "request_id", "?"))
+    # Type, request id and the code path only: exception messages may echo personal input.
+    log.error("unhandled %s in request %s\n%s", type(exc).__name__, getattr(request.state, "request_id", "?"),
+              "".join(traceback.format_tb(exc.__traceback__)))
     return _error_page(request, 500, "Something went wrong on our side. Nothing was changed; try again.")
 
 

@@ -41,7 +41,7 @@ def render(request: Request, template: str, *, block: str | None = None, status_
     env: Environment = request.app.state.jinja
     context = {
         "request": request,
-        "actor": request.user,
+        "actor": request.scope.get("user"),
         "face": request.app.state.face,
         "face_title": request.app.state.face_title,
         "csrf_token": csrf_token({"request": request}),

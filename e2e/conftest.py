@@ -1,0 +1,139 @@
+"""E2E set-up: seed a fresh database, start both faces as real processes on free loopback ports,
+drive Debian's Chromium with Playwright, and check every page with axe-core."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = os.environ.get("MUTUAL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not become healthy in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass(frozen=True)
+class Stack:
+    portal: str
+    backoffice: str
+    var_dir: Path
+    database: Path
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    var_dir = Path(tempfile.mkdtemp(prefix="mutual-e2e-"))
+    env = {
+        **os.environ,
+        "MUTUAL_VAR_DIR": str(var_dir),
+        "MUTUAL_KEY_FILE": str(var_dir / "keys.json"),
+        "MUTUAL_DATABASE_URL": f"sqlite:///{var_dir / 'mutual.sqlite3'}",
+        "PICCOLO_CONF": "server.piccolo_conf",
+    }
+    env.pop("MUTUAL_DEV", None)
+    mutual = [sys.executable, "-m", "server.cli"]
+    subprocess.run([*mutual, "keys", "init", "--file", str(var_dir / "keys.json")], env=env, check=True,
+                   cwd=REPO, capture_output=True)
+    subprocess.run([*mutual, "seed"], env=env, check=True, cwd=REPO, capture_output=True)
+    from server.cli import serve_command
+
+    procs: list[subprocess.Popen] = []
+    urls = {}
+    try:
+        for face in ("portal", "backoffice"):
+            port = _free_port()
+            log = var_dir / f"{face}.log"
+            proc = subprocess.Popen(serve_command(face, "127.0.0.1", port), env=env, cwd=REPO,
+                                    stdout=log.open("w"), stderr=subprocess.STDOUT)
+            procs.append(proc)
+            urls[face] = f"http://localhost:{port}"
+            _wait_healthy(urls[face], proc, log)
+        yield Stack(urls["portal"], urls["backoffice"], var_dir, var_dir / "mutual.sqlite3")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if os.environ.get("MUTUAL_E2E_KEEP"):
+            print(f"e2e: kept {var_dir}")
+        else:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium (make test does it as root)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    # Script errors and CSP violations; 4xx answers are expected (validation), so resource-load
+    # messages are not errors here, but any 5xx answer is.
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and not m.text.startswith(("Failed to load resource", "Response Status Error"))
+            else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("response", lambda r: errors.append(f"{r.status} from {r.url}") if r.status >= 500 else None)
+    yield page
+    context.close()
+    assert not errors, f"the browser saw errors: {errors}"
+
+
+_AXE = Axe()
+
+
+def check_accessibility(page: Page, name: str) -> None:
+    """axe-core on the page as it is now: zero violations. Also saves the screenshot used in the docs."""
+    results = _AXE.run(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    if results.violations_count:
+        details = json.dumps([{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]]}
+                              for v in results.response["violations"]], indent=1)
+        pytest.fail(f"axe-core found {results.violations_count} violation(s) on {name}:\n{details}")

@@ -1,0 +1,126 @@
+"""The walking skeleton end to end: real processes, real browser, real database file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from e2e.conftest import Stack, check_accessibility
+
+ERIKA_EMAIL = "erika.mustermann@example.org"
+NEW_PHONE = "+49 30 9876543"
+
+
+def staff_sign_in(page: Page, stack: Stack, user: str = "admin", password: str = "mutual-admin-demo") -> None:
+    page.goto(f"{stack.backoffice}/signin")
+    check_accessibility(page, "backoffice-signin")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Audit log" if user == "compliance" else "People",
+                            exact=True)).to_be_visible()
+
+
+def customer_sign_in(page: Page, stack: Stack) -> None:
+    page.goto(f"{stack.portal}/signin")
+    check_accessibility(page, "portal-signin")
+    page.get_by_label("Email address").fill(ERIKA_EMAIL)
+    page.get_by_label("Password").fill("erika-portal-demo")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="My data")).to_be_visible()
+
+
+def find_by_email(page: Page, email: str) -> None:
+    page.get_by_label("Email address (exact)").fill(email)
+    page.get_by_role("button", name="Search").click()
+
+
+def test_staff_creates_a_person_and_finds_them_by_email(stack: Stack, page: Page) -> None:
+    staff_sign_in(page, stack)
+    check_accessibility(page, "backoffice-people")
+    page.get_by_role("link", name="New person").click()
+    expect(page.get_by_role("heading", name="New person")).to_be_visible()
+    page.get_by_label("Given name").fill("Lena")
+    page.get_by_label("Family name (required)").fill("Beispiel")
+    page.get_by_label("Email").fill("lena@example")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert")).to_contain_text("is not an email address")
+    expect(page.get_by_label("Given name")).to_have_value("Lena")  # nothing lost
+    check_accessibility(page, "backoffice-person-form-error")
+    page.get_by_label("Email").fill("lena.beispiel@example.com")
+    page.get_by_label("Date of birth").fill("1990-05-17")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("heading", name="Lena Beispiel")).to_be_visible()
+    page.get_by_role("link", name="People", exact=True).click()
+    find_by_email(page, "Lena.Beispiel@example.com")
+    result = page.locator("#results").get_by_role("link", name="Lena Beispiel")
+    expect(result).to_be_visible()
+    assert "lena" not in page.url.lower()
+    result.click()
+    expect(page.get_by_role("heading", name="Lena Beispiel")).to_be_visible()
+    expect(page.locator(".masked")).to_have_text("1990-••-••")
+    check_accessibility(page, "backoffice-person")
+
+
+def test_staff_reveals_a_birth_date_with_a_reason(stack: Stack, page: Page) -> None:
+    staff_sign_in(page, stack)
+    find_by_email(page, ERIKA_EMAIL)
+    page.locator("#results").get_by_role("link", name="Erika Mustermann").click()
+    page.get_by_text("Reveal date of birth").click()
+    page.get_by_role("button", name="Reveal").click()
+    expect(page.get_by_role("alert")).to_contain_text("say why")
+    page.get_by_label("Reason (recorded in the audit log)").select_option(index=1)
+    page.get_by_role("button", name="Reveal").click()
+    expect(page.locator(".revealed-value")).to_have_text("1964-08-12")
+    check_accessibility(page, "backoffice-person-revealed")
+
+
+def test_customer_corrects_their_phone_and_staff_sees_it(stack: Stack, page: Page, browser) -> None:
+    customer_sign_in(page, stack)
+    check_accessibility(page, "portal-profile")
+    page.get_by_role("link", name="Correct my data").click()
+    check_accessibility(page, "portal-profile-edit")
+    page.get_by_label("Phone").fill(NEW_PHONE)
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Your changes are saved.")).to_be_visible()
+    expect(page.get_by_text(NEW_PHONE)).to_be_visible()
+
+    staff_context = browser.new_context()
+    staff_page = staff_context.new_page()
+    try:
+        staff_sign_in(staff_page, stack)
+        find_by_email(staff_page, ERIKA_EMAIL)
+        staff_page.locator("#results").get_by_role("link", name="Erika Mustermann").click()
+        expect(staff_page.get_by_text(NEW_PHONE)).to_be_visible()
+    finally:
+        staff_context.close()
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Who accessed my data").click()
+    table = page.locator("table")
+    expect(table).to_contain_text("Staff (admin)")
+    expect(table).to_contain_text("customer service")
+    expect(table).to_contain_text("changed")
+    check_accessibility(page, "portal-access")
+
+
+def test_compliance_officer_sees_the_intact_audit_chain(stack: Stack, page: Page) -> None:
+    staff_sign_in(page, stack, "compliance", "mutual-compliance-demo")
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    expect(page.get_by_text("intact")).to_be_visible()
+    check_accessibility(page, "backoffice-audit")
+
+
+def test_zz_the_database_file_holds_no_demo_name_or_email_in_clear_text(stack: Stack) -> None:
+    """Runs last (name order): after every journey above has written through the real apps."""
+    files = [p for p in stack.var_dir.glob("mutual.sqlite3*") if p.is_file()]
+    assert stack.database in files
+    needles = [b"Mustermann", b"mustermann", ERIKA_EMAIL.encode(), b"max.mustermann@example.org",
+               b"lena.beispiel@example.com", NEW_PHONE.encode()]
+    for path in files:
+        data = Path(path).read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{path.name} holds {needle!r} in clear text"
+    logs = b"".join(p.read_bytes() for p in stack.var_dir.glob("*.log"))
+    assert not re.search(rb"(?i)mustermann|example\.org", logs), "a server log holds personal data"
