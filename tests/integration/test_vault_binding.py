@@ -52,6 +52,18 @@ async def test_a_phone_token_copied_into_the_email_column_of_the_same_person_doe
         await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
 
 
+async def test_a_field_left_out_at_creation_is_stored_as_no_token_and_reads_back_empty(
+    db: None,
+) -> None:
+    admin = staff("admin")
+    max_ = await gateway.create_person(admin, purpose=PURPOSE, values=MAX)
+    rows = await raw("SELECT address FROM crm_person WHERE id = {}", max_)
+    assert rows[0]["address"] is None
+    record = await gateway.get_person(admin, purpose=PURPOSE, person_id=max_)
+    assert record["address"] is None
+    assert record["family_name"] == MAX["family_name"]
+
+
 async def test_the_stored_data_key_is_only_ever_wrapped(db: None) -> None:
     erika = await gateway.create_person(staff("admin"), purpose=PURPOSE, values=ERIKA)
     keys = await load_data_keys(get_kernel().keys, [erika])
