@@ -122,7 +122,7 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | Non
     if head is not None and (int(head["seq"]) != checked or head["hash"] != expected_prev):
         return VerifyResult(False, checked, f"chain head says event {head['seq']} but the chain ends at "
                             f"event {checked} (events were removed from the end or the head was altered)",
-                            checked + 1)
+                            min(checked, int(head["seq"])) + 1)
     return VerifyResult(True, checked)
 
 

@@ -51,9 +51,16 @@ async def _audit(actor: Actor, entry: Entry) -> None:
 
 
 async def _denied(actor: Actor, action: str, table: str, purpose: str,
-                  decisions: Mapping[str, FieldDecision], subjects: tuple[str, ...] = ()) -> PolicyDenied:
-    """Record the denial (its own transaction) and return the error to raise."""
+                  decisions: Mapping[str, FieldDecision], subject: uuid.UUID | None = None) -> PolicyDenied:
+    """Record the denial (its own transaction) and return the error to raise.
+
+    The refused attempt names the person it aimed at, so they see it in their access log.
+    """
+    subjects: tuple[str, ...] = ()
     async with write_transaction():
+        if subject is not None:
+            rows = await Person.select(Person.pseudonym).where(Person.id == subject)
+            subjects = tuple(str(r["pseudonym"]) for r in rows)
         await _audit(actor, Entry(action=action, entity=table, purpose=purpose, outcome="denied",
                                   subjects=subjects, fields=_summary(decisions)))
     refused = sorted(f for f, d in decisions.items() if d.effect == "deny")
@@ -118,7 +125,7 @@ async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Rec
     decisions = _decide(actor, "read", purpose, PERSON, PERSON_FIELDS, person_id)
     visible = _visible(decisions)
     if not visible:
-        raise await _denied(actor, "read", PERSON, purpose, decisions)
+        raise await _denied(actor, "read", PERSON, purpose, decisions, person_id)
     async with write_transaction():
         rows = await Person.select(*_person_columns(visible)).where(Person.id == person_id)
         if not rows:
@@ -211,9 +218,7 @@ async def create_person(actor: Actor, *, purpose: str, values: Mapping[str, str 
     person_id, pseudonym, now = uuid.uuid4(), uuid.uuid4(), _now()
     async with write_transaction():
         dk = await create_subject_key(get_kernel().keys, person_id)
-        # Every personal column explicitly: Piccolo's Text default is "", which is not a token.
-        sealed = {name: None for name in PERSON_FIELDS}
-        sealed.update({col._meta.name: v for col, v in _sealed(dk, person_id, values).items()})
+        sealed = {col._meta.name: v for col, v in _sealed(dk, person_id, values).items()}
         await Person.insert(Person(id=person_id, pseudonym=pseudonym, organisation=organisation_id,
                                    created_at=now, updated_at=now, **sealed))
         await _audit(actor, Entry(action="create", entity=PERSON, purpose=purpose,
@@ -230,7 +235,7 @@ async def update_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
         return
     decisions = _decide(actor, "write", purpose, PERSON, changes.keys(), person_id)
     if not _check_write(decisions):
-        raise await _denied(actor, "update", PERSON, purpose, decisions)
+        raise await _denied(actor, "update", PERSON, purpose, decisions, person_id)
     async with write_transaction():
         rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
         if not rows:
@@ -253,7 +258,7 @@ async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, fiel
         raise Invalid({"reason": "say why you need to see this value; the reason is recorded"})
     decisions = _decide(actor, "reveal", purpose, PERSON, [field], person_id)
     if decisions[field].effect != "allow":
-        raise await _denied(actor, "reveal", PERSON, purpose, decisions)
+        raise await _denied(actor, "reveal", PERSON, purpose, decisions, person_id)
     async with write_transaction():
         rows = await Person.select(Person.pseudonym, getattr(Person, field)).where(Person.id == person_id)
         if not rows:
@@ -270,7 +275,7 @@ async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, fiel
 async def add_note(actor: Actor, *, purpose: str, person_id: uuid.UUID, body: str) -> uuid.UUID:
     decisions = _decide(actor, "write", purpose, NOTE, ["body"], person_id)
     if not _check_write(decisions):
-        raise await _denied(actor, "create", NOTE, purpose, decisions)
+        raise await _denied(actor, "create", NOTE, purpose, decisions, person_id)
     note_id = uuid.uuid4()
     async with write_transaction():
         rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
@@ -302,7 +307,7 @@ def _note_key(keys: Mapping[uuid.UUID, DataKey], person_id: uuid.UUID) -> DataKe
 async def list_notes(actor: Actor, *, purpose: str, person_id: uuid.UUID, limit: int = 50) -> list[Record]:
     decisions = _decide(actor, "read", purpose, NOTE, ["body"], person_id)
     if not _visible(decisions):
-        raise await _denied(actor, "read", NOTE, purpose, decisions)
+        raise await _denied(actor, "read", NOTE, purpose, decisions, person_id)
     async with write_transaction():
         person = await Person.select(Person.pseudonym).where(Person.id == person_id)
         if not person:

@@ -40,7 +40,7 @@ class Person(Table, tablename="crm_person", schema=None):
     )
 
 
-ID = "2026-11-25T14:10:49:461319"
+ID = "2026-11-25T14:18:35:325068"
 VERSION = "1.38.0"
 DESCRIPTION = "initial crm tables"
 
@@ -48,6 +48,10 @@ DESCRIPTION = "initial crm tables"
 async def forwards():
     manager = MigrationManager(
         migration_id=ID, app_name="crm", description=DESCRIPTION
+    )
+
+    manager.add_table(
+        class_name="Note", tablename="crm_note", schema=None, columns=None
     )
 
     manager.add_table(
@@ -61,8 +65,112 @@ async def forwards():
         class_name="Person", tablename="crm_person", schema=None, columns=None
     )
 
-    manager.add_table(
-        class_name="Note", tablename="crm_note", schema=None, columns=None
+    manager.add_column(
+        table_class_name="Note",
+        tablename="crm_note",
+        column_name="id",
+        db_column_name="id",
+        column_class_name="UUID",
+        column_class=UUID,
+        params={
+            "default": UUID4(),
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Note",
+        tablename="crm_note",
+        column_name="person",
+        db_column_name="person",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": Person,
+            "on_delete": OnDelete.cascade,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Note",
+        tablename="crm_note",
+        column_name="author_id",
+        db_column_name="author_id",
+        column_class_name="UUID",
+        column_class=UUID,
+        params={
+            "default": UUID4(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Note",
+        tablename="crm_note",
+        column_name="body",
+        db_column_name="body",
+        column_class_name="Text",
+        column_class=Text,
+        params={
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": True,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Note",
+        tablename="crm_note",
+        column_name="created_at",
+        db_column_name="created_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
     )
 
     manager.add_column(
@@ -203,7 +311,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -224,7 +332,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -245,7 +353,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -288,7 +396,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -309,7 +417,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -330,7 +438,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -377,114 +485,6 @@ async def forwards():
             "primary_key": False,
             "unique": False,
             "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Note",
-        tablename="crm_note",
-        column_name="id",
-        db_column_name="id",
-        column_class_name="UUID",
-        column_class=UUID,
-        params={
-            "default": UUID4(),
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Note",
-        tablename="crm_note",
-        column_name="person",
-        db_column_name="person",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
-        params={
-            "references": Person,
-            "on_delete": OnDelete.cascade,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Note",
-        tablename="crm_note",
-        column_name="author_id",
-        db_column_name="author_id",
-        column_class_name="UUID",
-        column_class=UUID,
-        params={
-            "default": UUID4(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Note",
-        tablename="crm_note",
-        column_name="body",
-        db_column_name="body",
-        column_class_name="Text",
-        column_class=Text,
-        params={
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": True,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Note",
-        tablename="crm_note",
-        column_name="created_at",
-        db_column_name="created_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
             "index_method": IndexMethod.btree,
             "choices": None,
             "db_column_name": None,
