@@ -1,0 +1,54 @@
+"""Start-up refuses to run on broken policies or missing keys, and the CLI verifies the chain."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from server import gateway
+from server.db import raw
+from tests.support import ERIKA, staff
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mutual(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env})
+
+
+def test_an_invalid_policy_stops_start_up_naming_file_and_line(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    access = policies / "access.yml"
+    lines = access.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if "effect: deny" in line)
+    lines[index] = lines[index].replace("effect: deny", "effect: maybe")
+    access.write_text("\n".join(lines) + "\n")
+    result = _mutual("migrate", MUTUAL_POLICIES_DIR=str(policies))
+    assert result.returncode != 0
+    assert f"access.yml line {index + 1}" in result.stderr
+    assert "maybe" in result.stderr
+
+
+def test_a_missing_key_file_stops_start_up_outside_development_mode(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "keys.json"
+    result = _mutual("migrate", MUTUAL_KEY_FILE=str(missing))
+    assert result.returncode != 0
+    assert f"key file {missing} does not exist" in result.stderr
+    assert not missing.exists()
+
+
+async def test_audit_verify_names_the_first_modified_event(db: None) -> None:
+    pid = await gateway.create_person(staff("admin"), purpose="customer_service", values=ERIKA)
+    await gateway.get_person(staff("admin"), purpose="customer_service", person_id=pid)
+    intact = _mutual("audit", "verify")
+    assert intact.returncode == 0, intact.stderr
+    assert "2 events verified" in intact.stdout
+    await raw("UPDATE audit_event SET purpose = 'sales' WHERE seq = 2")
+    broken = _mutual("audit", "verify")
+    assert broken.returncode == 1
+    assert "event 2" in broken.stderr and "modified" in broken.stderr
