@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from piccolo.engine.base import Engine
@@ -47,3 +47,23 @@ async def write_transaction() -> AsyncIterator[Any]:
 async def raw(sql: str, *args: Any) -> list[dict[str, Any]]:
     """Run one statement with positional `{}` placeholders (Piccolo's raw syntax)."""
     return await engine().run_querystring(QueryString(sql, *args))
+
+
+async def insert_many(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Bulk insert inside the current write transaction (executemany on the driver).
+
+    Piccolo builds one object and one bound parameter list per row, which costs more than
+    the encryption itself for bulk imports. The driver's executemany stores values exactly as
+    Piccolo would: Piccolo registers its SQLite adapters globally, and asyncpg encodes natively.
+    """
+    if not rows:
+        return
+    txn = engine().current_transaction.get()
+    if txn is None:
+        raise RuntimeError("insert_many needs an open write_transaction()")
+    names = ", ".join(columns)
+    if is_sqlite():
+        marks = ", ".join("?" for _ in columns)
+    else:
+        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    await txn.connection.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)

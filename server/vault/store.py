@@ -6,23 +6,27 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 
+from server.db import insert_many
 from server.vault.cipher import DataKey, WrappedKey, new_data_key, unwrap_data_key
 from server.vault.keys import KeyProvider
 from server.vault.tables import SubjectKey
 
 
 async def create_subject_key(provider: KeyProvider, subject_id: uuid.UUID) -> DataKey:
-    dk, wrapped = new_data_key(provider, subject_id)
-    await SubjectKey.insert(
-        SubjectKey(
-            subject_id=subject_id,
-            key_id=wrapped.key_id,
-            kek_id=wrapped.kek_id,
-            wrapped=wrapped.wrapped,
-            created_at=dt.datetime.now(dt.timezone.utc),
-        )
-    )
-    return dk
+    return (await create_subject_keys(provider, [subject_id]))[subject_id]
+
+
+async def create_subject_keys(provider: KeyProvider, subject_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey]:
+    """A fresh data key per subject, stored wrapped, in one statement."""
+    now = dt.datetime.now(dt.timezone.utc)
+    keys: dict[uuid.UUID, DataKey] = {}
+    rows = []
+    for subject_id in subject_ids:
+        dk, wrapped = new_data_key(provider, subject_id)
+        keys[subject_id] = dk
+        rows.append((subject_id, wrapped.key_id, wrapped.kek_id, wrapped.wrapped, now))
+    await insert_many(SubjectKey._meta.tablename, ["subject_id", "key_id", "kek_id", "wrapped", "created_at"], rows)
+    return keys
 
 
 async def load_data_keys(provider: KeyProvider, subject_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey]:
