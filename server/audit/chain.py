@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.actor import Actor
 from server.audit.tables import AuditEvent, AuditHead, AuditSubject
-from server.db import is_sqlite, raw, write_transaction
+from server.db import insert_many, is_sqlite, raw, write_transaction
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (
@@ -37,10 +38,18 @@ def _iso(at: dt.datetime) -> str:
     return at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+SEPARATOR = "\x1f"  # ASCII unit separator: never inside a stored value (append strips it)
+
+
 def event_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    body = {k: (_iso(row[k]) if k == "at" else row[k]) for k in HASHED_FIELDS}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
+    """sha256(prev ‖ fields joined by the unit separator): unambiguous and cheap to recompute."""
+    parts = [prev_hash, str(row["seq"]), _iso(row["at"])]
+    parts.extend(row[k] for k in HASHED_FIELDS[2:])
+    return hashlib.sha256(SEPARATOR.join(parts).encode()).hexdigest()
+
+
+def _clean(value: str) -> str:
+    return value.replace(SEPARATOR, " ")
 
 
 async def ensure_head() -> None:
@@ -51,8 +60,40 @@ async def ensure_head() -> None:
             )
 
 
+def _row(actor: Actor, entry: Entry, policy_version: str, seq: int, at: dt.datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "seq": seq,
+        "at": at,
+        "request_id": actor.request_id,
+        "face": actor.face,
+        "actor_kind": actor.kind,
+        "actor_id": actor.id,
+        "role": actor.role,
+        "action": entry.action,
+        "entity": entry.entity,
+        "subjects": json.dumps(sorted(entry.subjects)),
+        "fields": json.dumps(dict(entry.fields), sort_keys=True),
+        "purpose": entry.purpose,
+        "reason": entry.reason,
+        "policy_version": policy_version,
+        "outcome": entry.outcome,
+    }
+    for key, value in row.items():
+        if isinstance(value, str):
+            row[key] = _clean(value)
+    return row
+
+
+_EVENT_COLUMNS = [*HASHED_FIELDS, "prev_hash", "hash"]
+
+
 async def append(actor: Actor, entry: Entry, policy_version: str) -> int:
-    """Append one event in the caller's transaction (or a new one). Returns its seq.
+    """Append one event in the caller's transaction (or a new one). Returns its seq."""
+    return (await append_many([(actor, entry)], policy_version))[-1]
+
+
+async def append_many(events: Sequence[tuple[Actor, Entry]], policy_version: str) -> list[int]:
+    """Append events in order, in the caller's transaction (or a new one).
 
     The head row is locked first (FOR UPDATE on PostgreSQL; SQLite's BEGIN
     IMMEDIATE already serialises writers), so concurrent processes never fork.
@@ -62,34 +103,23 @@ async def append(actor: Actor, entry: Entry, policy_version: str) -> int:
         heads = await raw(f"SELECT seq, hash FROM audit_head WHERE name = 'main'{lock}")
         if not heads:
             raise RuntimeError("audit head missing: run `mutual migrate` first")
-        prev_seq, prev_hash = int(heads[0]["seq"]), heads[0]["hash"]
-        row: dict[str, Any] = {
-            "seq": prev_seq + 1,
-            "at": dt.datetime.now(dt.timezone.utc),
-            "request_id": actor.request_id,
-            "face": actor.face,
-            "actor_kind": actor.kind,
-            "actor_id": actor.id,
-            "role": actor.role,
-            "action": entry.action,
-            "entity": entry.entity,
-            "subjects": json.dumps(sorted(entry.subjects)),
-            "fields": json.dumps(dict(entry.fields), sort_keys=True),
-            "purpose": entry.purpose,
-            "reason": entry.reason,
-            "policy_version": policy_version,
-            "outcome": entry.outcome,
-        }
-        digest = event_hash(prev_hash, row)
-        await AuditEvent.insert(AuditEvent(**row, prev_hash=prev_hash, hash=digest))
-        if entry.subjects:
-            await AuditSubject.insert(
-                *[AuditSubject(pseudonym=p, seq=row["seq"]) for p in sorted(set(entry.subjects))]
-            )
+        seq, prev_hash = int(heads[0]["seq"]), heads[0]["hash"]
+        now = dt.datetime.now(dt.timezone.utc)
+        event_rows, subject_rows, seqs = [], [], []
+        for actor, entry in events:
+            seq += 1
+            row = _row(actor, entry, policy_version, seq, now)
+            digest = event_hash(prev_hash, row)
+            event_rows.append((*[row[c] for c in HASHED_FIELDS], prev_hash, digest))
+            subject_rows.extend((uuid.UUID(p), seq) for p in sorted(set(entry.subjects)))
+            prev_hash = digest
+            seqs.append(seq)
+        await insert_many(AuditEvent._meta.tablename, _EVENT_COLUMNS, event_rows)
+        await insert_many(AuditSubject._meta.tablename, ["pseudonym", "seq"], subject_rows)
         await AuditHead.update(
-            {AuditHead.seq: row["seq"], AuditHead.hash: digest, AuditHead.updated_at: row["at"]}
+            {AuditHead.seq: seq, AuditHead.hash: prev_hash, AuditHead.updated_at: now}
         ).where(AuditHead.name == "main")
-        return row["seq"]
+        return seqs
 
 
 @dataclass(frozen=True)
@@ -100,34 +130,68 @@ class VerifyResult:
     first_bad_seq: int | None = None
 
 
-def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None = None) -> VerifyResult:
-    """Check rows in storage order (by seq): numbering, links and hashes; then the head.
+class ChainVerifier:
+    """Checks rows fed in storage order: numbering, links and hashes; then the head.
 
-    A modified event fails its own hash; a deleted one leaves a gap in seq and a
-    broken link; an inserted or reordered one breaks the numbering or the link.
+    A modified event fails its own hash; a deleted one leaves a gap in seq and a broken
+    link; an inserted or reordered one breaks the numbering or the link. Feeding rows in
+    batches keeps memory bounded however long the chain is.
     """
-    expected_prev, expected_seq, checked = GENESIS, 1, 0
-    for row in rows:
-        seq = int(row["seq"])
-        if seq != expected_seq:
-            return VerifyResult(False, checked, f"event {seq}: expected event {expected_seq} here "
-                                f"(an event was deleted, inserted or moved)", seq)
-        if row["prev_hash"] != expected_prev:
-            return VerifyResult(False, checked, f"event {seq}: its link to the previous event is broken "
-                                "(an earlier event was deleted, inserted or reordered)", seq)
-        if event_hash(row["prev_hash"], row) != row["hash"]:
-            return VerifyResult(False, checked, f"event {seq}: its content does not match its hash "
-                                "(the event was modified)", seq)
-        expected_prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
-    if head is not None and (int(head["seq"]) != checked or head["hash"] != expected_prev):
-        return VerifyResult(False, checked, f"chain head says event {head['seq']} but the chain ends at "
-                            f"event {checked} (events were removed from the end or the head was altered)",
-                            min(checked, int(head["seq"])) + 1)
-    return VerifyResult(True, checked)
+
+    def __init__(self) -> None:
+        self.expected_prev, self.expected_seq, self.checked = GENESIS, 1, 0
+        self.failure: VerifyResult | None = None
+
+    def feed(self, rows: Iterable[Mapping[str, Any]]) -> bool:
+        """False once a problem is found (and recorded in `failure`)."""
+        if self.failure is not None:
+            return False
+        for row in rows:
+            seq = int(row["seq"])
+            if seq != self.expected_seq:
+                return self._fail(f"event {seq}: expected event {self.expected_seq} here "
+                                  "(an event was deleted, inserted or moved)", seq)
+            if row["prev_hash"] != self.expected_prev:
+                return self._fail(f"event {seq}: its link to the previous event is broken "
+                                  "(an earlier event was deleted, inserted or reordered)", seq)
+            if event_hash(row["prev_hash"], row) != row["hash"]:
+                return self._fail(f"event {seq}: its content does not match its hash (the event was modified)",
+                                  seq)
+            self.expected_prev, self.expected_seq, self.checked = row["hash"], seq + 1, self.checked + 1
+        return True
+
+    def _fail(self, problem: str, seq: int) -> bool:
+        self.failure = VerifyResult(False, self.checked, problem, seq)
+        return False
+
+    def finish(self, head: Mapping[str, Any] | None) -> VerifyResult:
+        if self.failure is not None:
+            return self.failure
+        if head is not None and (int(head["seq"]) != self.checked or head["hash"] != self.expected_prev):
+            return VerifyResult(False, self.checked, f"chain head says event {head['seq']} but the chain ends at "
+                                f"event {self.checked} (events were removed from the end or the head was altered)",
+                                min(self.checked, int(head["seq"])) + 1)
+        return VerifyResult(True, self.checked)
 
 
-async def verify_database() -> VerifyResult:
-    """Verify the live chain in insertion order (the storage id), so moved rows show up."""
+def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None = None) -> VerifyResult:
+    verifier = ChainVerifier()
+    verifier.feed(rows)
+    return verifier.finish(head)
+
+
+_COLUMNS = ", ".join(("id", "prev_hash", "hash", *HASHED_FIELDS))
+
+
+async def verify_database(batch: int = 10_000) -> VerifyResult:
+    """Verify the live chain in insertion order (the storage id, so moved rows show up),
+    in keyset-paged batches: memory stays bounded at a million events and more."""
     heads = await AuditHead.select().where(AuditHead.name == "main")
-    rows = await AuditEvent.select().order_by(AuditEvent.id)
-    return verify_rows(rows, heads[0] if heads else None)
+    verifier, last_id = ChainVerifier(), 0
+    while True:
+        rows = await raw(f"SELECT {_COLUMNS} FROM audit_event WHERE id > {{}} ORDER BY id LIMIT {int(batch)}",
+                         last_id)
+        if not rows or not verifier.feed(rows):
+            break
+        last_id = rows[-1]["id"]
+    return verifier.finish(heads[0] if heads else None)
