@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install browser unit integration faces e2e postgres-tests lint clean-var
+.PHONY: bench run test install browser unit integration faces e2e postgres-tests lint clean-var
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,7 @@ test: install browser
 
 clean-var:
 	rm -rf var
+
+# Benchmarks: dataset cached under var/bench/, report in bench/results/latest.md.
+bench: install
+	$(VENV)/bin/mutual bench

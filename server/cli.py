@@ -142,6 +142,25 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from server.bench.run import Options, run
+    from server.setup import DEFAULT_POSTGRES_URL, postgres_answers
+
+    pg_url = os.environ.get("MUTUAL_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    backends = args.backends.split(",") if args.backends else ["sqlite"]
+    if not args.backends and asyncio.run(postgres_answers(pg_url)):
+        backends.append("postgres")
+    people = args.people or (10_000 if args.quick else 100_000)
+    events = args.events or (100_000 if args.quick else 1_000_000)
+    requests = args.requests or (100 if args.quick else 400)
+    settings = get_settings()
+    opts = Options(people=people, events=events, requests=requests, backends=backends,
+                   out=Path(args.out), cache=Path(args.cache or settings.var_dir / "bench"), postgres_url=pg_url)
+    print(run(opts))
+    print(f"\nmutual: report saved to {opts.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutual", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backoffice-port", type=int, default=BACKOFFICE_PORT)
     run.add_argument("--no-seed", action="store_true")
     run.set_defaults(func=cmd_run)
+    bench = sub.add_parser("bench", help="measure Mutual against the plaintext floor")
+    bench.add_argument("--quick", action="store_true", help="10,000 people, 100,000 events, fewer requests")
+    bench.add_argument("--people", type=int)
+    bench.add_argument("--events", type=int)
+    bench.add_argument("--requests", type=int, help="requests per endpoint at c=16 (half at c=1)")
+    bench.add_argument("--backends", help="sqlite,postgres (default: sqlite, plus postgres when reachable)")
+    bench.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "bench/results/latest.md"))
+    bench.add_argument("--cache", help="dataset cache folder (default var/bench)")
+    bench.set_defaults(func=cmd_bench)
     audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
     keys = sub.add_parser("keys", help="key management").add_subparsers(dest="keys_command", required=True)

@@ -27,3 +27,20 @@ async def migrate() -> None:
     if not result.success:
         raise SystemExit(f"migration failed: {result.message}")
     await ensure_head()
+
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def postgres_answers(url: str, timeout: float = 3) -> bool:
+    """True when a PostgreSQL server accepts a connection at `url`."""
+    import asyncio
+
+    import asyncpg
+
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(url), timeout=timeout)
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
+    await conn.close()
+    return True

@@ -5,24 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
-DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-async def _answers(url: str) -> bool:
-    import asyncpg
-
-    try:
-        conn = await asyncio.wait_for(asyncpg.connect(url), timeout=3)
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
-        return False
-    await conn.close()
-    return True
+from server.setup import DEFAULT_POSTGRES_URL, postgres_answers  # noqa: E402
 
 
 def main() -> int:
-    url = os.environ.get("MUTUAL_TEST_POSTGRES_URL", DEFAULT)
-    if asyncio.run(_answers(url)):
+    url = os.environ.get("MUTUAL_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    if asyncio.run(postgres_answers(url)):
         print(url)
     return 0
 
