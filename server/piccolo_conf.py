@@ -7,9 +7,9 @@ from urllib.parse import urlparse
 from piccolo.conf.apps import AppRegistry
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
 
 from server.settings import get_settings
+from server.sqlite_engine import MutualSQLiteEngine
 
 
 def build_engine(database_url: str) -> Engine:
@@ -27,7 +27,7 @@ def build_engine(database_url: str) -> Engine:
         )
     if database_url.startswith("sqlite:///"):
         # timeout: wait for the other process's write lock instead of failing at once.
-        return SQLiteEngine(path=database_url.removeprefix("sqlite:///"), timeout=30)
+        return MutualSQLiteEngine(path=database_url.removeprefix("sqlite:///"), timeout=30)
     raise SystemExit(
         f"MUTUAL_DATABASE_URL {database_url.split(':', 1)[0]}:… is not supported; "
         "use sqlite:///path/to/file.sqlite3 or postgresql://user@host:5432/db"

@@ -13,8 +13,9 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.middleware import DefineMiddleware
 from litestar.static_files import create_static_files_router
+from litestar.types import Message, Scope
 
-from server.db import engine, is_sqlite
+from server.db import engine
 from server.errors import DomainError, Invalid
 from server.kernel import get_kernel
 from server.web.auth import CSRF_COOKIES, SessionMiddleware
@@ -69,21 +70,32 @@ def _server_error(request: Request, exc: Exception) -> Response:
     return _error_page(request, 500, "Something went wrong on our side. Nothing was changed; try again.")
 
 
+_POOL_USERS = 0  # apps of this process sharing the engine's pool (tests run both faces in one)
+
+
 async def _startup(app: Litestar) -> None:
-    get_kernel()  # invalid policies or missing keys stop start-up here, with their message
-    if not is_sqlite():
+    global _POOL_USERS
+    if _POOL_USERS == 0:
         await engine().start_connection_pool()
+    _POOL_USERS += 1
 
 
 async def _shutdown(app: Litestar) -> None:
-    if not is_sqlite():
+    global _POOL_USERS
+    _POOL_USERS -= 1
+    if _POOL_USERS == 0:
         await engine().close_connection_pool()
 
 
-async def _headers(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
+_HEADER_BYTES = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
+async def _security_headers(message: Message, scope: Scope) -> None:
+    """before_send: every response gets the security headers, error pages and 404s included."""
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", []))
+        present = {name.lower() for name, _ in headers}
+        message["headers"] = headers + [(k, v) for k, v in _HEADER_BYTES if k not in present]  # type: ignore[typeddict-item]
 
 
 def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], templates: Path, static: Path,
@@ -98,6 +110,7 @@ def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], t
             *route_handlers,
         ],
         middleware=[DefineMiddleware(SessionMiddleware, exclude=["^/static/", "^/healthz$"])],
+        before_send=[_security_headers],
         csrf_config=CSRFConfig(
             secret=f"{face}:{csrf_key.hex()}", cookie_name=CSRF_COOKIES[face], cookie_secure=True,
             cookie_httponly=True, cookie_samesite="strict", header_name="x-csrftoken",
@@ -110,7 +123,6 @@ def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], t
         },
         on_startup=[_startup],
         on_shutdown=[_shutdown],
-        after_request=_headers,
         openapi_config=None,
         debug=debug,
     )

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
 import httpx
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from backoffice.app import create_app as create_backoffice
 from portal.app import create_app as create_portal
@@ -18,7 +18,12 @@ from server import gateway
 from server.actor import system_actor
 from server.audit.tables import AuditEvent
 from server.crm import service as people
-from server.identity.service import create_customer_account, create_staff, customer_sign_in, staff_sign_in
+from server.identity.service import (
+    create_customer_account,
+    create_staff,
+    customer_sign_in,
+    staff_sign_in,
+)
 from server.web.auth import SESSION_COOKIES
 from tests.support import csrf_from
 
@@ -30,7 +35,7 @@ STAFF_PASSWORD = "staff-password-for-tests"
 CUSTOMER_PASSWORD = "customer-password-for-tests"
 HREF_RE = re.compile(r'(?:href|action|hx-get|hx-post|src)="([^"]*)"')
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 def make_app(face: str) -> Litestar:
@@ -40,9 +45,18 @@ def make_app(face: str) -> Litestar:
 
 @asynccontextmanager
 async def face_client(face: str) -> AsyncIterator[Client]:
-    """A test client over https (so the Secure `__Host-` cookies are kept) with the app's lifespan."""
-    async with AsyncTestClient(app=make_app(face), base_url=BASE_URL) as client:
-        client.follow_redirects = False  # the redirects themselves are what the tests check
+    """A client over https (so the Secure `__Host-` cookies are kept), with the app's lifespan run.
+
+    Not litestar's AsyncTestClient: it runs the app in a thread with its own event loop, so on
+    PostgreSQL the app's connection pool (started by on_startup on the process-wide engine) would be
+    shared with the test's own queries across two loops, which asyncpg does not survive. Here the
+    app, its pool and the test's queries share the test's loop. Redirects are not followed: the
+    redirects themselves are what the tests check.
+    """
+    app = make_app(face)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's scope types are narrower
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url=BASE_URL,
+                                                  follow_redirects=False) as client:
         yield client
 
 

@@ -1,0 +1,206 @@
+"""Backoffice journeys over HTTP: create, edit, search, reveal, notes and the paged people list."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+
+from server import gateway
+from tests.faces._client import (
+    HTMX,
+    STAFF_PASSWORD,
+    Client,
+    events_since,
+    face_client,
+    last_seq,
+    links_of,
+    make_person,
+    make_staff,
+    post_form,
+    signed_in,
+    summary,
+    without_html_shell,
+)
+from tests.support import ERIKA, MAX, staff
+
+TAG_RE = re.compile(r"<[^>]+>")
+PERSON_URL_RE = re.compile(r"^/people/([0-9a-f-]{36})\?created=1$")
+ROW_LINK_RE = re.compile(r'<td><a href="/people/([0-9a-f-]{36})">')
+REASON = "Identity check requested by the customer"
+
+
+def text_of(page: str) -> str:
+    """The page's visible text with whitespace collapsed, for asserting on messages."""
+    return " ".join(html.unescape(TAG_RE.sub(" ", page)).split())
+
+
+async def _admin(client: Client) -> str:
+    await make_staff("admin", "admin")
+    return await signed_in(client, "admin", STAFF_PASSWORD)
+
+
+async def test_creating_a_person_through_the_form_redirects_to_their_page(db: None) -> None:
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        response = await post_form(client, "/people", ERIKA, csrf)
+        assert response.status_code == 303
+        match = PERSON_URL_RE.match(response.headers["location"])
+        assert match, response.headers["location"]
+        page = await client.get(response.headers["location"])
+    assert page.status_code == 200
+    shown = text_of(page.text)
+    assert "Person created." in shown
+    assert "Erika Mustermann" in shown and ERIKA["email"] in shown and ERIKA["phone"] in shown
+    assert "1964-08-12" not in shown, "the birth date is shown unmasked without a reveal"
+
+
+async def test_an_invalid_email_comes_back_422_with_the_input_kept_and_the_field_named(db: None) -> None:
+    form = {**ERIKA, "email": "erika-at-example.org"}
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        before = await last_seq()
+        response = await post_form(client, "/people", form, csrf)
+    assert response.status_code == 422
+    assert '<form method="post" action="/people"' in response.text
+    for field in ("given_name", "family_name", "email", "phone", "birth_date"):
+        assert f'value="{html.escape(form[field])}"' in response.text, f"{field} was not kept"
+    assert html.escape(form["address"]) in response.text
+    assert "Email is not an email address; use the form name@example.org" in text_of(response.text)
+    assert re.search(r'<input id="email"[^>]*aria-invalid="true"', response.text), "email not marked invalid"
+    assert await events_since(before) == [], "a refused form must not create anyone"
+
+
+async def test_editing_a_person_saves_the_change_and_says_so(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        form_page = await client.get(f"/people/{person_id}/edit")
+        assert form_page.status_code == 200 and f'value="{ERIKA["phone"]}"' in form_page.text
+        changed = {k: v for k, v in ERIKA.items() if k != "birth_date"} | {"phone": "+49 221 999 000"}
+        response = await post_form(client, f"/people/{person_id}/edit", changed, csrf)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/people/{person_id}?saved=1"
+        page = await client.get(response.headers["location"])
+    shown = text_of(page.text)
+    assert "Changes saved." in shown and "+49 221 999 000" in shown and ERIKA["phone"] not in shown
+
+
+async def test_an_invalid_edit_comes_back_422_and_changes_nothing(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        response = await post_form(client, f"/people/{person_id}/edit", {"phone": "call me maybe"}, csrf)
+        assert response.status_code == 422
+        assert 'value="call me maybe"' in response.text
+        assert "Phone may hold only digits" in text_of(response.text)
+        page = await client.get(f"/people/{person_id}")
+    assert ERIKA["phone"] in page.text
+
+
+async def test_the_email_search_finds_the_person_and_puts_the_address_in_no_url(db: None) -> None:
+    erika_id = await make_person(ERIKA)
+    max_id = await make_person(MAX)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        before = await last_seq()
+        response = await post_form(client, "/people/search", {"email": "  Erika.Mustermann@EXAMPLE.org "}, csrf)
+        fragment = await post_form(client, "/people/search", {"email": ERIKA["email"]}, csrf, HTMX)
+        listing = await client.get("/people")
+    assert response.status_code == fragment.status_code == listing.status_code == 200
+    assert f'href="/people/{erika_id}"' in response.text
+    assert str(max_id) not in response.text
+    assert summary(await events_since(before))[0] == ("search", "crm_person", "ok")
+    assert without_html_shell(fragment.text) and f'href="/people/{erika_id}"' in fragment.text
+    for page in (response, fragment, listing):
+        urls = links_of(page.text)
+        assert urls, "the page has no links at all"
+        leaked = [u for u in urls if "@" in u or "%40" in u.lower() or "mustermann" in u.lower()]
+        assert not leaked, f"personal data in URLs: {leaked}"
+
+
+async def test_a_search_for_something_that_is_not_an_email_is_refused_422(db: None) -> None:
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        response = await post_form(client, "/people/search", {"email": "mustermann"}, csrf)
+    assert response.status_code == 422
+    assert "enter a whole email address, e.g. name@example.org (search is exact)" in text_of(response.text)
+
+
+async def test_revealing_without_a_reason_is_refused_422_and_reveals_nothing(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        before = await last_seq()
+        page = await post_form(client, f"/people/{person_id}/reveal", {"field": "birth_date"}, csrf)
+        fragment = await post_form(client, f"/people/{person_id}/reveal", {"field": "birth_date"}, csrf, HTMX)
+    for response in (page, fragment):
+        assert response.status_code == 422
+        assert "1964-08-12" not in response.text
+        assert "say why you need to see this value" in text_of(response.text)
+    assert without_html_shell(fragment.text) and 'id="reveal-birth_date"' in fragment.text
+    assert "reveal" not in [e.action for e in await events_since(before)]
+
+
+async def test_revealing_with_a_reason_shows_the_full_birth_date_as_an_htmx_fragment(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        detail = await client.get(f"/people/{person_id}")
+        assert "1964-••-••" in detail.text and "1964-08-12" not in detail.text
+        before = await last_seq()
+        form = {"field": "birth_date", "reason_code": REASON, "reason_text": "caller on the phone"}
+        fragment = await post_form(client, f"/people/{person_id}/reveal", form, csrf, HTMX)
+    assert fragment.status_code == 200
+    assert without_html_shell(fragment.text)
+    assert 'id="reveal-birth_date"' in fragment.text and "1964-08-12" in fragment.text
+    events = await events_since(before)
+    assert summary(events) == [("reveal", "crm_person", "ok")]
+    assert events[0].reason == f"{REASON} — caller on the phone"
+    assert list(events[0].fields) == ["birth_date"]
+
+
+async def test_revealing_without_htmx_shows_the_whole_person_page_with_the_value(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        response = await post_form(client, f"/people/{person_id}/reveal",
+                                   {"field": "birth_date", "reason_code": REASON}, csrf)
+    assert response.status_code == 200
+    assert "<html" in response.text and "1964-08-12" in response.text
+    assert "(revealed; this was recorded)" in text_of(response.text)
+
+
+async def test_adding_a_note_shows_it_on_the_person_page(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        response = await post_form(client, f"/people/{person_id}/notes", {"body": "Asked for a callback."}, csrf)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/people/{person_id}#notes"
+        page = await client.get(f"/people/{person_id}")
+        empty = await post_form(client, f"/people/{person_id}/notes", {"body": "   "}, csrf)
+    assert "Asked for a callback." in page.text
+    assert empty.status_code == 422
+    assert "The note is empty; write the note first" in text_of(empty.text)
+
+
+async def test_more_loads_the_next_people_as_table_rows_only(db: None) -> None:
+    admin = staff("admin")
+    created = {await gateway.create_person(admin, purpose="customer_service",
+                                           values={"family_name": f"Person {n:02d}"}) for n in range(27)}
+    async with face_client("backoffice") as client:
+        await _admin(client)
+        first = await client.get("/people")
+        assert first.status_code == 200
+        more = re.search(r'hx-get="([^"]+)"', first.text)
+        assert more, "the first page has no 'More people' control"
+        next_url = html.unescape(more.group(1))
+        assert next_url.startswith("/people?after=")
+        fragment = await client.get(next_url, headers=HTMX)
+    first_ids = ROW_LINK_RE.findall(first.text)
+    rest_ids = ROW_LINK_RE.findall(fragment.text)
+    assert len(first_ids) == 25 and len(rest_ids) == 2
+    assert fragment.status_code == 200 and without_html_shell(fragment.text)
+    assert fragment.text.lstrip().startswith("<tr>") and 'id="more-row"' not in fragment.text
+    assert {uuid.UUID(i) for i in first_ids + rest_ids} == created
