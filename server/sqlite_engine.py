@@ -70,7 +70,9 @@ class MutualSQLiteEngine(SQLiteEngine):
         connection = await self.acquire()
         try:
             async with connection.execute(query, args or []) as cursor:
+                rows = await cursor.fetchall()
+            if connection.in_transaction:  # autocommit mode: only a DML statement can leave one open
                 await connection.commit()
-                return await cursor.fetchall()
+            return rows
         finally:
             await self.release(connection)

@@ -10,14 +10,14 @@ from typing import Any
 from server.actor import Actor
 from server.audit.chain import Entry, append
 from server.crm.tables import Note, Person
-from server.db import insert_many, write_transaction
+from server.db import insert_many, raw, write_transaction
 from server.errors import Invalid, NotFound, PolicyDenied
 from server.gateway.records import Page, Record
 from server.kernel import get_kernel
 from server.policy import FieldDecision
 from server.vault import blind_index, normalise_email
 from server.vault.cipher import DataKey, decrypt_field, encrypt_field
-from server.vault.store import create_subject_keys, load_data_keys
+from server.vault.store import KEY_COLUMNS, create_subject_keys, key_join, keys_from_rows, load_data_keys
 
 PERSON = "crm_person"
 NOTE = "crm_note"
@@ -103,12 +103,12 @@ def _person_record(row: Mapping[str, Any], keys: Mapping[uuid.UUID, DataKey],
     )
 
 
-def _person_columns(fields: Iterable[str]) -> list[Any]:
-    return [
-        Person.id, Person.pseudonym, Person.created_at, Person.updated_at,
-        Person.organisation.name.as_alias("organisation_name"),
-        *[getattr(Person, f) for f in fields],
-    ]
+def _person_query(fields: Iterable[str], where: str) -> str:
+    """People with their organisation's name and their wrapped data key, in one statement."""
+    columns = ", ".join(f"p.{f}" for f in fields)
+    return (f"SELECT p.id, p.pseudonym, p.created_at, p.updated_at, o.name AS organisation_name, {columns}, "
+            f"{KEY_COLUMNS} FROM crm_person p LEFT JOIN crm_organisation o ON o.id = p.organisation "
+            f"{key_join('p')} WHERE {where}")
 
 
 async def person_pseudonym(actor: Actor, person_id: uuid.UUID) -> str:
@@ -127,14 +127,13 @@ async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Rec
     if not visible:
         raise await _denied(actor, "read", PERSON, purpose, decisions, person_id)
     async with write_transaction():
-        rows = await Person.select(*_person_columns(visible)).where(Person.id == person_id)
+        rows = await raw(_person_query(visible, "p.id = {}"), person_id)
         if not rows:
             raise NotFound("No person with this id; they may have been erased.")
         row = rows[0]
         await _audit(actor, Entry(action="read", entity=PERSON, purpose=purpose,
                                   subjects=(str(row["pseudonym"]),), fields=_summary(decisions)))
-        keys = await load_data_keys(get_kernel().keys, [person_id])
-    return _person_record(row, keys, decisions)
+    return _person_record(row, keys_from_rows(get_kernel().keys, rows), decisions)
 
 
 def _cursor(row: Mapping[str, Any]) -> str:
@@ -155,17 +154,18 @@ async def list_people(actor: Actor, *, purpose: str, after: str | None = None, l
     visible = _visible(decisions)
     if not visible:
         raise await _denied(actor, "list", PERSON, purpose, decisions)
-    query = Person.select(*_person_columns(visible))
+    where, args = "1 = 1", []
     if after:
         at, rid = _parse_cursor(after)
-        query = query.where((Person.created_at < at) | ((Person.created_at == at) & (Person.id < rid)))
+        where, args = "(p.created_at < {} OR (p.created_at = {} AND p.id < {}))", [at, at, rid]
+    sql = _person_query(visible, where) + f" ORDER BY p.created_at DESC, p.id DESC LIMIT {int(limit) + 1}"
     async with write_transaction():
-        rows = await query.order_by(Person.created_at, Person.id, ascending=False).limit(limit + 1)
+        rows = await raw(sql, *args)
         page, more = rows[:limit], len(rows) > limit
         await _audit(actor, Entry(action="list", entity=PERSON, purpose=purpose,
                                   subjects=tuple(str(r["pseudonym"]) for r in page),
                                   fields=_summary(decisions)))
-        keys = await load_data_keys(get_kernel().keys, [_uuid(r["id"]) for r in page])
+    keys = keys_from_rows(get_kernel().keys, page)
     return Page([_person_record(r, keys, decisions) for r in page], _cursor(page[-1]) if more else None)
 
 
@@ -178,8 +178,8 @@ async def find_people_by_email(actor: Actor, *, purpose: str, email: str) -> lis
     index = blind_index(get_kernel().keys, "email", wanted)
     fields = list(dict.fromkeys([*_visible(decisions), "email"]))
     async with write_transaction():
-        rows = await Person.select(*_person_columns(fields)).where(Person.email_index == index)
-        keys = await load_data_keys(get_kernel().keys, [_uuid(r["id"]) for r in rows])
+        rows = await raw(_person_query(fields, "p.email_index = {}"), index)
+        keys = keys_from_rows(get_kernel().keys, rows)
         confirmed = [
             r for r in rows
             if (dk := keys.get(_uuid(r["id"]))) is not None and r["email"] is not None

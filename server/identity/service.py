@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from server.actor import Actor
 from server.audit.chain import Entry, append
-from server.db import write_transaction
+from server.db import raw, write_transaction
 from server.errors import Invalid, SignInFailed, TooManyAttempts
 from server.identity.passwords import hash_password, needs_rehash, verify_password
 from server.identity.tables import CustomerAccount, Session, SigninFailure, StaffAccount
@@ -137,28 +137,33 @@ def customer_actor(account: dict, request_id: str) -> Actor:
                  person_id=pid if isinstance(pid, uuid.UUID) else uuid.UUID(str(pid)), request_id=request_id)
 
 
+_SESSION_QUERIES = {
+    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.username, a.roles "
+                  "FROM identity_session s JOIN identity_staff_account a ON a.id = s.account_id "
+                  "WHERE s.token_hash = {} AND s.face = 'backoffice' AND a.active",
+    "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.person_id "
+              "FROM identity_session s JOIN identity_customer_account a ON a.id = s.account_id "
+              "WHERE s.token_hash = {} AND s.face = 'portal' AND a.active",
+}
+
+
 async def resume_session(face: str, token: str, request_id: str) -> Actor | None:
-    """The actor of a live session, or None; idle and absolute timeouts end sessions here."""
+    """The actor of a live session, or None; idle and absolute timeouts end sessions here.
+
+    One query per request: the session joined to its (active) account.
+    """
     if not token:
         return None
-    now = _now()
-    rows = await Session.select().where((Session.token_hash == _token_hash(token)) & (Session.face == face))
+    rows = await raw(_SESSION_QUERIES[face], _token_hash(token))
     if not rows:
         return None
-    session = rows[0]
+    session, now = rows[0], _now()
     idle_limit = dt.timedelta(minutes=get_settings().session_idle_minutes)
     if session["expires_at"] <= now or session["last_seen_at"] + idle_limit <= now:
         await Session.delete().where(Session.token_hash == session["token_hash"])
         return None
-    if face == "backoffice":
-        accounts = await StaffAccount.select().where(
-            (StaffAccount.id == session["account_id"]) & (StaffAccount.active == True))  # noqa: E712
-        actor = staff_actor(accounts[0], request_id) if accounts else None
-    else:
-        accounts = await CustomerAccount.select().where(
-            (CustomerAccount.id == session["account_id"]) & (CustomerAccount.active == True))  # noqa: E712
-        actor = customer_actor(accounts[0], request_id) if accounts else None
-    if actor is not None and now - session["last_seen_at"] > dt.timedelta(minutes=1):
+    actor = staff_actor(session, request_id) if face == "backoffice" else customer_actor(session, request_id)
+    if now - session["last_seen_at"] > dt.timedelta(minutes=1):
         # Touch at most once a minute: a read-mostly page view should not always write.
         await Session.update({Session.last_seen_at: now}).where(Session.token_hash == session["token_hash"])
     return actor
