@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from server.actor import Actor
 from server.audit.tables import AuditEvent, AuditHead, AuditSubject
-from server.db import insert_many, is_sqlite, raw, write_transaction
+from server.db import engine, insert_many, is_sqlite, raw, write_transaction
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (
@@ -34,8 +38,14 @@ class Entry:
     reason: str = ""
 
 
-def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+def _iso(at: dt.datetime | str) -> str:
+    """The instant as hashed: UTC, microseconds, in the text form SQLite stores it (Piccolo's
+    adapter writes str(utc_datetime)), so verifying a SQLite chain needs no date parsing."""
+    if isinstance(at, str):
+        if len(at) == 32:  # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" as stored
+            return at
+        at = dt.datetime.fromisoformat(at)
+    return f"{at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S.%f}+00:00"
 
 
 SEPARATOR = "\x1f"  # ASCII unit separator: never inside a stored value (append strips it)
@@ -183,15 +193,34 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | Non
 _COLUMNS = ", ".join(("id", "prev_hash", "hash", *HASHED_FIELDS))
 
 
-async def verify_database(batch: int = 10_000) -> VerifyResult:
-    """Verify the live chain in insertion order (the storage id, so moved rows show up),
-    in keyset-paged batches: memory stays bounded at a million events and more."""
-    heads = await AuditHead.select().where(AuditHead.name == "main")
+async def verify_database(batch: int = 20_000) -> VerifyResult:
+    """Verify the live chain in insertion order (the storage id, so moved rows show up), in
+    batches from one consistent snapshot: memory stays bounded at a million events and more."""
+    if is_sqlite():
+        return await anyio.to_thread.run_sync(_verify_sqlite_file, batch)
     verifier, last_id = ChainVerifier(), 0
-    while True:
-        rows = await raw(f"SELECT {_COLUMNS} FROM audit_event WHERE id > {{}} ORDER BY id LIMIT {int(batch)}",
-                         last_id)
-        if not rows or not verifier.feed(rows):
-            break
-        last_id = rows[-1]["id"]
+    async with engine().transaction():
+        await raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        heads = await raw("SELECT seq, hash FROM audit_head WHERE name = 'main'")
+        while True:
+            rows = await raw(f"SELECT {_COLUMNS} FROM audit_event WHERE id > {{}} ORDER BY id LIMIT {int(batch)}",
+                             last_id)
+            if not rows or not verifier.feed(rows):
+                break
+            last_id = rows[-1]["id"]
     return verifier.finish(heads[0] if heads else None)
+
+
+def _verify_sqlite_file(batch: int) -> VerifyResult:
+    """SQLite: one read transaction on a plain connection, values exactly as stored."""
+    verifier = ChainVerifier()
+    with contextlib.closing(sqlite3.connect(f"file:{engine().path}?mode=ro", uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        conn.execute("BEGIN")
+        row = conn.execute("SELECT seq, hash FROM audit_head WHERE name = 'main'").fetchone()
+        head = {"seq": row["seq"], "hash": row["hash"]} if row else None
+        cursor = conn.execute(f"SELECT {_COLUMNS} FROM audit_event ORDER BY id")
+        while rows := cursor.fetchmany(batch):
+            if not verifier.feed(rows):
+                break
+    return verifier.finish(head)

@@ -32,6 +32,7 @@ TARGETS = {
     ("email search", 1): (20.0, None),
 }
 FLOOR_RATIO_TARGET = 1.5
+DATASET_VERSION = 2  # bump when the schema or the audit hash format changes: the cache is rebuilt
 VERIFY_TARGET = 200_000
 IMPORT_TARGET = 5_000
 ERASE_TARGET_MS = 100
@@ -100,7 +101,7 @@ def _servers(env: dict[str, str], floor: Path) -> Iterator[dict[str, str]]:
 
 def _dataset(opts: Options, backend: str) -> tuple[dict[str, str], dict, Path]:
     """The bench store for one backend, built on first use and cached under var/bench/."""
-    name = f"{backend}-{opts.people}p-{opts.events}e"
+    name = f"{backend}-{opts.people}p-{opts.events}e-v{DATASET_VERSION}"
     folder = opts.cache / name
     folder.mkdir(parents=True, exist_ok=True)
     meta, floor = folder / "meta.json", folder / "floor.sqlite3"
@@ -110,7 +111,7 @@ def _dataset(opts: Options, backend: str) -> tuple[dict[str, str], dict, Path]:
     env.pop("MUTUAL_DEV", None)
     if backend == "postgres":
         assert opts.postgres_url
-        db = f"mutual_bench_{opts.people}p_{opts.events}e"
+        db = f"mutual_bench_{opts.people}p_{opts.events}e_v{DATASET_VERSION}"
         env["MUTUAL_DATABASE_URL"] = opts.postgres_url.rpartition("/")[0] + f"/{db}"
     else:
         env["MUTUAL_DATABASE_URL"] = f"sqlite:///{folder / 'mutual.sqlite3'}"

@@ -157,7 +157,7 @@ async def list_people(actor: Actor, *, purpose: str, after: str | None = None, l
     where, args = "1 = 1", []
     if after:
         at, rid = _parse_cursor(after)
-        where, args = "(p.created_at < {} OR (p.created_at = {} AND p.id < {}))", [at, at, rid]
+        where, args = "(p.created_at, p.id) < ({}, {})", [at, rid]  # row values use crm_person_keyset
     sql = _person_query(visible, where) + f" ORDER BY p.created_at DESC, p.id DESC LIMIT {int(limit) + 1}"
     async with write_transaction():
         rows = await raw(sql, *args)
