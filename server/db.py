@@ -82,3 +82,10 @@ async def insert_many(table: str, columns: Sequence[str], rows: Sequence[Sequenc
     else:
         marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     await txn.connection.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+
+async def flush_deleted_pages() -> None:
+    """SQLite: fold the WAL into the database file and truncate it, so the old page images that
+    still hold erased rows leave the disk now rather than at the next automatic checkpoint."""
+    if is_sqlite():
+        await raw("PRAGMA wal_checkpoint(TRUNCATE)")

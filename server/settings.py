@@ -22,6 +22,8 @@ class Settings:
     """Development mode: `make run` may create a key file when none exists."""
     policies_dir: Path
     """The reviewed YAML policies."""
+    erasure_ledger: Path
+    """Append-only list of erased subjects, kept with the keys and outside backups; replayed on restore."""
     session_idle_minutes: int
     """A session unused for this long ends."""
     session_absolute_hours: int
@@ -58,6 +60,7 @@ def get_settings() -> Settings:
         key_file=key_file,
         dev_mode=_flag("MUTUAL_DEV", False),
         policies_dir=Path(os.environ.get("MUTUAL_POLICIES_DIR", REPO_ROOT / "policies")),
+        erasure_ledger=Path(os.environ.get("MUTUAL_ERASURE_LEDGER", key_file.parent / "erasure-ledger.jsonl")),
         session_idle_minutes=int(os.environ.get("MUTUAL_SESSION_IDLE_MINUTES", "30")),
         session_absolute_hours=int(os.environ.get("MUTUAL_SESSION_ABSOLUTE_HOURS", "12")),
         signin_max_failures=int(os.environ.get("MUTUAL_SIGNIN_MAX_FAILURES", "5")),

@@ -4,7 +4,8 @@ Piccolo opens a fresh aiosqlite connection (and thread) for every query outside 
 transaction and for every transaction. The app processes call `start_connection_pool()`
 at start-up; from then on connections are reused. Each connection runs in WAL mode with
 `synchronous=NORMAL`: a commit no longer waits for fsync (a power cut can lose the last
-transactions, never corrupt the file; an application crash loses nothing).
+transactions, never corrupt the file; an application crash loses nothing), and with
+`secure_delete=ON`, so erased rows are overwritten rather than left in free pages.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class MutualSQLiteEngine(SQLiteEngine):
         connection.row_factory = dict_factory  # type: ignore[assignment]
         await connection.execute("PRAGMA foreign_keys = 1")
         await connection.execute("PRAGMA synchronous = NORMAL")
+        # Deleted content is overwritten, so a shredded data key does not linger in free pages.
+        await connection.execute("PRAGMA secure_delete = ON")
         return connection
 
     async def acquire(self) -> aiosqlite.Connection:

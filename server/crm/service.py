@@ -9,8 +9,10 @@ from collections.abc import Mapping
 
 from server import gateway
 from server.actor import Actor
+from server.db import flush_deleted_pages
 from server.errors import Invalid
 from server.gateway import Page, Record
+from server.identity.service import remove_customer_accounts
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE_RE = re.compile(r"^\+?[0-9 ()/\-]{5,30}$")
@@ -105,3 +107,9 @@ async def add_note(actor: Actor, person_id: uuid.UUID, body: str, *, purpose: st
 
 async def list_notes(actor: Actor, person_id: uuid.UUID, *, purpose: str = "customer_service") -> list[Record]:
     return await gateway.list_notes(actor, purpose=purpose, person_id=person_id)
+
+
+async def erase_person(actor: Actor, person_id: uuid.UUID, *, purpose: str = "erasure_request") -> None:
+    """Erase a person for good (crypto-shredding), their portal account included, in one transaction."""
+    await gateway.erase_person(actor, purpose=purpose, person_id=person_id, also=remove_customer_accounts)
+    await flush_deleted_pages()

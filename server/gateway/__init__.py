@@ -4,6 +4,7 @@ from server.gateway.people import (
     PERSON_FIELDS,
     add_note,
     create_person,
+    erase_person,
     find_people_by_email,
     get_person,
     import_people,
@@ -11,6 +12,7 @@ from server.gateway.people import (
     list_people,
     person_pseudonym,
     reveal_field,
+    shred_subjects,
     update_person,
 )
 from server.gateway.records import Page, Record
@@ -21,6 +23,7 @@ __all__ = [
     "Record",
     "add_note",
     "create_person",
+    "erase_person",
     "find_people_by_email",
     "get_person",
     "import_people",
@@ -28,5 +31,6 @@ __all__ = [
     "list_people",
     "person_pseudonym",
     "reveal_field",
+    "shred_subjects",
     "update_person",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from server.actor import Actor
@@ -17,7 +17,16 @@ from server.kernel import get_kernel
 from server.policy import FieldDecision
 from server.vault import blind_index, normalise_email
 from server.vault.cipher import DataKey, decrypt_field, encrypt_field
-from server.vault.store import KEY_COLUMNS, create_subject_keys, key_join, keys_from_rows, load_data_keys
+from server.settings import get_settings
+from server.vault.ledger import record_erasure
+from server.vault.store import (
+    KEY_COLUMNS,
+    create_subject_keys,
+    key_join,
+    keys_from_rows,
+    load_data_keys,
+    shred_subject_keys,
+)
 
 PERSON = "crm_person"
 NOTE = "crm_note"
@@ -340,3 +349,33 @@ async def list_notes(actor: Actor, *, purpose: str, person_id: uuid.UUID, limit:
                               effects={"body": decisions["body"].effect}, created_at=row["created_at"],
                               extra={"author_id": str(row["author_id"])}))
     return records
+
+
+async def erase_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
+                       also: Callable[[uuid.UUID], Awaitable[None]] | None = None) -> None:
+    """Crypto-shred a person: the ledger entry first, then key, index entries, notes and row, at once.
+
+    `also` runs in the same transaction (other areas' records of the person, e.g. accounts).
+    The audit event keeps only the pseudonym, whose link to the person goes with the row.
+    """
+    decisions = _decide(actor, "erase", purpose, PERSON, PERSON_FIELDS, person_id)
+    if not _check_write(decisions):
+        raise await _denied(actor, "erase", PERSON, purpose, decisions, person_id)
+    async with write_transaction():
+        rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
+        if not rows:
+            raise NotFound("No person with this id; they may have been erased already.")
+        await _audit(actor, Entry(action="erase", entity=PERSON, purpose=purpose,
+                                  subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
+        if also is not None:
+            await also(person_id)
+        record_erasure(get_settings().erasure_ledger, person_id)
+        await shred_subjects([person_id])
+
+
+async def shred_subjects(person_ids: Sequence[uuid.UUID]) -> None:
+    """Delete what the vault and the CRM hold of these people (used by erasure and by restore)."""
+    async with write_transaction():
+        await shred_subject_keys(person_ids)
+        await Note.delete().where(Note.person.is_in(list(person_ids)))
+        await Person.delete().where(Person.id.is_in(list(person_ids)))

@@ -200,3 +200,12 @@ async def create_customer_account(person_id: uuid.UUID, email: str, password: st
         email_index=blind_index(get_kernel().keys, "email", normalise_email(email)),
         password_hash=await hash_password(password), created_at=_now()))
     return account_id
+
+
+async def remove_customer_accounts(person_id: uuid.UUID) -> None:
+    """Delete a person's portal account and its sessions (part of erasure)."""
+    accounts = await CustomerAccount.select(CustomerAccount.id).where(CustomerAccount.person_id == person_id)
+    ids = [a["id"] for a in accounts]
+    if ids:
+        await Session.delete().where(Session.account_id.is_in(ids))
+        await CustomerAccount.delete().where(CustomerAccount.id.is_in(ids))

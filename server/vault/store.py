@@ -60,3 +60,13 @@ def keys_from_rows(provider: KeyProvider, rows: Iterable[dict], id_column: str =
         if sid not in keys:
             keys[sid] = unwrap_data_key(provider, sid, WrappedKey(row["dk_key_id"], row["dk_kek_id"], row["dk_wrapped"]))
     return keys
+
+
+async def shred_subject_keys(subject_ids: Iterable[uuid.UUID]) -> int:
+    """Destroy data keys: every token they sealed, in this database or any copy, is unreadable."""
+    ids = list(subject_ids)
+    if not ids:
+        return 0
+    existing = await SubjectKey.count().where(SubjectKey.subject_id.is_in(ids))
+    await SubjectKey.delete().where(SubjectKey.subject_id.is_in(ids))
+    return int(existing)
