@@ -33,7 +33,7 @@ def customer_sign_in(page: Page, stack: Stack) -> None:
 
 
 def find_by_email(page: Page, email: str) -> None:
-    page.get_by_label("Email address (exact)").fill(email)
+    page.get_by_label("Email, phone or name").fill(email)
     page.get_by_role("button", name="Search").click()
 
 

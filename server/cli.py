@@ -13,6 +13,8 @@ from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
 from server.settings import get_settings
+from server import backup_cli
+from server.vault import keys_cli
 
 PORTAL_PORT = 8000
 BACKOFFICE_PORT = 8001
@@ -123,25 +125,6 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def cmd_keys_init(args: argparse.Namespace) -> int:
-    import json
-
-    from server.vault.keys import new_key_document
-
-    path = Path(args.file)
-    if path.exists():
-        print(f"mutual: {path} exists; refusing to overwrite keys (that would make the data unreadable)",
-              file=sys.stderr)
-        return 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(new_key_document(), fh, indent=2)
-    print(f"mutual: new keys written to {path} (mode 600). Back it up apart from the database; "
-          "set MUTUAL_KEY_FILE to it.")
-    return 0
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from server.bench.run import Options, run
     from server.setup import DEFAULT_POSTGRES_URL, postgres_answers
@@ -183,10 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
-    keys = sub.add_parser("keys", help="key management").add_subparsers(dest="keys_command", required=True)
-    init = keys.add_parser("init", help="write a new key file")
-    init.add_argument("--file", required=True)
-    init.set_defaults(func=cmd_keys_init)
+    keys_cli.register(sub)
+    backup_cli.register(sub)
     return parser
 
 

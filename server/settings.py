@@ -32,6 +32,11 @@ class Settings:
     """Failed sign-ins per account or per client address before a pause is imposed."""
     signin_window_minutes: int
     """Window over which failed sign-ins are counted."""
+    expected_people: int
+    """Rows the search indexes are sized for: blind indexes are truncated so each value matches
+    several people at this size (CipherSweet's rule). Changing it needs `mutual keys rotate-index`."""
+    phone_region: str
+    """Region for phone numbers written without a country code (E.164 normalisation)."""
 
     @property
     def is_postgres(self) -> bool:
@@ -65,4 +70,6 @@ def get_settings() -> Settings:
         session_absolute_hours=int(os.environ.get("MUTUAL_SESSION_ABSOLUTE_HOURS", "12")),
         signin_max_failures=int(os.environ.get("MUTUAL_SIGNIN_MAX_FAILURES", "5")),
         signin_window_minutes=int(os.environ.get("MUTUAL_SIGNIN_WINDOW_MINUTES", "15")),
+        expected_people=int(os.environ.get("MUTUAL_EXPECTED_PEOPLE", "100000")),
+        phone_region=os.environ.get("MUTUAL_PHONE_REGION", "DE"),
     )

@@ -40,10 +40,10 @@ class PeopleController(Controller):
 
     @post("/search", name="people-search")
     async def search(self, request: Request, data: Form) -> Response:
-        """Exact email search: a POST, so the address never sits in a URL or a log."""
+        """Search by email, phone or name: a POST, so what was searched never sits in a URL or a log."""
         block = "results" if is_fragment_request(request) else None
         try:
-            found = await people.find_by_email(request.user, data.get("email", ""))
+            found = await people.find(request.user, data.get("query", ""))
         except Invalid as exc:
             return render(request, "backoffice/people.html", block=block, page=None, results=None,
                           search_errors=exc.errors, labels=LABELS, status_code=422)

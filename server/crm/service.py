@@ -63,11 +63,26 @@ async def list_people(actor: Actor, *, after: str | None, purpose: str = "custom
     return await gateway.list_people(actor, purpose=purpose, after=after)
 
 
-async def find_by_email(actor: Actor, email: str, *, purpose: str = "customer_service") -> list[Record]:
-    email = email.strip()
-    if not EMAIL_RE.match(email):
-        raise Invalid({"email": "enter a whole email address, e.g. name@example.org (search is exact)"})
-    return await gateway.find_people_by_email(actor, purpose=purpose, email=email)
+def search_kind(query: str) -> str:
+    """email when it has an @, phone when it is mostly digits, else name."""
+    if "@" in query:
+        return "email"
+    if PHONE_RE.match(query) and sum(c.isdigit() for c in query) >= 5:
+        return "phone"
+    return "name"
+
+
+async def find(actor: Actor, query: str, *, purpose: str = "customer_service") -> list[Record]:
+    """One search box: an exact email, a phone number (any common notation) or name words."""
+    query = " ".join(query.split())
+    kind = search_kind(query)
+    if kind == "email" and not EMAIL_RE.match(query):
+        raise Invalid({"query": "looks like an email address but is not whole; type all of it, e.g. "
+                                "name@example.org (email search is exact)"})
+    if kind == "name" and len(query.replace(" ", "")) < 2:
+        raise Invalid({"query": "is too short; type an email address, a phone number or at least two "
+                                "letters of a name"})
+    return await gateway.find_people(actor, purpose=purpose, field=kind, query=query)
 
 
 async def get_person(actor: Actor, person_id: uuid.UUID, *, purpose: str = "customer_service") -> Record:

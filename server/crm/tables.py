@@ -23,6 +23,7 @@ class Person(Table, tablename="crm_person"):
     email = Text(null=True, default=None, secret=True)
     email_index = Varchar(length=64, null=True, index=True, help_text="Blind index of the email.")
     phone = Text(null=True, default=None, secret=True)
+    phone_index = Varchar(length=64, null=True, index=True, help_text="Blind index of the phone (E.164).")
     address = Text(null=True, default=None, secret=True)
     birth_date = Text(null=True, default=None, secret=True)
     created_at = Timestamptz(index=True)
@@ -37,3 +38,10 @@ class Note(Table, tablename="crm_note"):
     author_id = UUID(help_text="The staff account that wrote it.")
     body = Text(secret=True)
     created_at = Timestamptz(index=True)
+
+
+class PersonToken(Table, tablename="crm_person_token"):
+    """Blind-index entries of the tokens of a person's names, for name search; no clear text."""
+
+    person = ForeignKey(references=Person, index=True)
+    token_index = Varchar(length=64, index=True, help_text="Truncated blind index of one normalised name token.")

@@ -9,13 +9,14 @@ from typing import Any
 
 from server.actor import Actor
 from server.audit.chain import Entry, append
-from server.crm.tables import Note, Person
+from server.crm.tables import Note, Person, PersonToken
+from server.gateway import indexing
 from server.db import insert_many, raw, write_transaction
 from server.errors import Invalid, NotFound, PolicyDenied
 from server.gateway.records import Page, Record
 from server.kernel import get_kernel
 from server.policy import FieldDecision
-from server.vault import blind_index, normalise_email
+from server.vault.blind import name_tokens
 from server.vault.cipher import DataKey, decrypt_field, encrypt_field
 from server.settings import get_settings
 from server.vault.ledger import record_erasure
@@ -178,42 +179,75 @@ async def list_people(actor: Actor, *, purpose: str, after: str | None = None, l
     return Page([_person_record(r, keys, decisions) for r in page], _cursor(page[-1]) if more else None)
 
 
-async def find_people_by_email(actor: Actor, *, purpose: str, email: str) -> list[Record]:
-    """Exact search through the blind index; candidates are confirmed by decryption."""
+async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> list[Record]:
+    """Search by email, phone or name through blind indexes; every candidate is confirmed by
+    decrypting it, so a truncated index (shared by several people) never returns a wrong person.
+    A name query matches people whose names hold every token of the query."""
     decisions = _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None)
-    if decisions["email"].effect == "deny":
-        raise await _denied(actor, "search", PERSON, purpose, decisions)
-    wanted = normalise_email(email)
-    index = blind_index(get_kernel().keys, "email", wanted)
-    fields = list(dict.fromkeys([*_visible(decisions), "email"]))
+    searched = ["email"] if field == "email" else ["phone"] if field == "phone" else list(indexing.NAME_FIELDS)
+    probe = _decide(actor, "read", purpose, PERSON, searched, None)
+    if any(d.effect == "deny" for d in probe.values()):
+        raise await _denied(actor, "search", PERSON, purpose, probe)
+    fields = list(dict.fromkeys([*_visible(decisions), *searched]))
+    if field in ("email", "phone"):
+        wanted = indexing.normalised(field, query)
+        values = indexing.lookup_values(field, query)
+        where = f"p.{field}_index IN ({', '.join('{}' for _ in values)})"
+        args: list[Any] = list(values)
+
+        def matches(plain: Mapping[str, str | None]) -> bool:
+            return plain.get(field) is not None and indexing.normalised(field, plain[field] or "") == wanted
+    else:
+        tokens = sorted(name_tokens(query))
+        if not tokens:
+            raise Invalid({"query": "type at least two letters of a name"})
+        clauses, args = [], []
+        for token in tokens:
+            values = indexing.token_lookup(token)
+            clauses.append("p.id IN (SELECT person FROM crm_person_token WHERE token_index IN ("
+                           + ", ".join("{}" for _ in values) + "))")
+            args.extend(values)
+        where = " AND ".join(clauses)
+
+        def matches(plain: Mapping[str, str | None]) -> bool:
+            return set(tokens) <= name_tokens(*(plain.get(f) for f in indexing.NAME_FIELDS))
     async with write_transaction():
-        rows = await raw(_person_query(fields, "p.email_index = {}"), index)
+        rows = await raw(_person_query(fields, where) + " ORDER BY p.created_at DESC LIMIT 200", *args)
         keys = keys_from_rows(get_kernel().keys, rows)
-        confirmed = [
-            r for r in rows
-            if (dk := keys.get(_uuid(r["id"]))) is not None and r["email"] is not None
-            and normalise_email(decrypt_field(dk, PERSON, "email", _uuid(r["id"]), r["email"])) == wanted
-        ]
+        confirmed = []
+        for r in rows:
+            pid = _uuid(r["id"])
+            dk = keys.get(pid)
+            if dk is not None and matches({f: decrypt_field(dk, PERSON, f, pid, r[f]) if r[f] else None
+                                           for f in searched}):
+                confirmed.append(r)
         await _audit(actor, Entry(action="search", entity=PERSON, purpose=purpose,
                                   subjects=tuple(str(r["pseudonym"]) for r in confirmed),
-                                  fields={"email_index": "lookup", **_summary(decisions)}))
-    return [_person_record(r, keys, decisions) for r in confirmed]
+                                  fields={f"{field}_index": "lookup", **_summary(decisions)}))
+    return [_person_record(r, keys, decisions) for r in confirmed[:50]]
+
+
+async def find_people_by_email(actor: Actor, *, purpose: str, email: str) -> list[Record]:
+    return await find_people(actor, purpose=purpose, field="email", query=email)
 
 
 def _check_write(decisions: Mapping[str, FieldDecision]) -> bool:
     return all(d.effect == "allow" for d in decisions.values())
 
 
-def _sealed(dk: DataKey, row_id: uuid.UUID, values: Mapping[str, str | None]) -> dict[Any, Any]:
-    sealed: dict[Any, Any] = {}
-    for name, value in values.items():
-        column = getattr(Person, name)
-        sealed[column] = None if value in (None, "") else encrypt_field(dk, PERSON, name, row_id, value)
-        if name == "email":
-            sealed[Person.email_index] = (
-                None if not value else blind_index(get_kernel().keys, "email", normalise_email(value))
-            )
+def _sealed(dk: DataKey, row_id: uuid.UUID, values: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Column name -> token (or None), plus the blind-index columns of the fields present."""
+    sealed: dict[str, str | None] = {
+        name: None if value in (None, "") else encrypt_field(dk, PERSON, name, row_id, value)
+        for name, value in values.items()
+    }
+    sealed.update(indexing.column_indexes(values))
     return sealed
+
+
+async def _replace_tokens(person_id: uuid.UUID, names: Mapping[str, str | None]) -> None:
+    await raw("DELETE FROM crm_person_token WHERE person = {}", person_id)
+    await insert_many(PersonToken._meta.tablename, ["person", "token_index"], indexing.token_rows(person_id, names))
 
 
 async def create_person(actor: Actor, *, purpose: str, values: Mapping[str, str | None],
@@ -239,12 +273,15 @@ async def import_people(actor: Actor, *, purpose: str, rows: Sequence[Mapping[st
     now = _now()
     async with write_transaction():
         keys = await create_subject_keys(get_kernel().keys, ids)
-        columns = ["id", "pseudonym", "organisation", "created_at", "updated_at", *PERSON_FIELDS, "email_index"]
-        people = []
+        columns = ["id", "pseudonym", "organisation", "created_at", "updated_at", *PERSON_FIELDS,
+                   "email_index", "phone_index"]
+        people, tokens = [], []
         for pid, pseudonym, org, values in zip(ids, pseudonyms, orgs, rows):
-            sealed = {col._meta.name: v for col, v in _sealed(keys[pid], pid, values).items()}
+            sealed = _sealed(keys[pid], pid, values)
             people.append((pid, pseudonym, org, now, now, *[sealed.get(c) for c in columns[5:]]))
+            tokens.extend(indexing.token_rows(pid, values))
         await insert_many(Person._meta.tablename, columns, people)
+        await insert_many(PersonToken._meta.tablename, ["person", "token_index"], tokens)
         await _audit(actor, Entry(action=action, entity=PERSON, purpose=purpose,
                                   subjects=tuple(str(p) for p in pseudonyms), fields=_summary(decisions)))
     return ids
@@ -261,15 +298,21 @@ async def update_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
     if not _check_write(decisions):
         raise await _denied(actor, "update", PERSON, purpose, decisions, person_id)
     async with write_transaction():
-        rows = await Person.select(Person.pseudonym).where(Person.id == person_id)
+        rows = await Person.select(Person.pseudonym, *[getattr(Person, f) for f in indexing.NAME_FIELDS]).where(
+            Person.id == person_id)
         if not rows:
             raise NotFound("No person with this id; they may have been erased.")
         keys = await load_data_keys(get_kernel().keys, [person_id])
         if person_id not in keys:
             raise NotFound("This person's data key is gone (erased); nothing can be written.")
-        await Person.update({**_sealed(keys[person_id], person_id, changes), Person.updated_at: _now()}).where(
-            Person.id == person_id
-        )
+        dk = keys[person_id]
+        sealed = {getattr(Person, c): v for c, v in _sealed(dk, person_id, changes).items()}
+        await Person.update({**sealed, Person.updated_at: _now()}).where(Person.id == person_id)
+        if any(f in changes for f in indexing.NAME_FIELDS):
+            names = {f: changes[f] if f in changes else
+                     (decrypt_field(dk, PERSON, f, person_id, rows[0][f]) if rows[0][f] else None)
+                     for f in indexing.NAME_FIELDS}
+            await _replace_tokens(person_id, names)
         await _audit(actor, Entry(action="update", entity=PERSON, purpose=purpose,
                                   subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
 
@@ -378,4 +421,5 @@ async def shred_subjects(person_ids: Sequence[uuid.UUID]) -> None:
     async with write_transaction():
         await shred_subject_keys(person_ids)
         await Note.delete().where(Note.person.is_in(list(person_ids)))
+        await PersonToken.delete().where(PersonToken.person.is_in(list(person_ids)))
         await Person.delete().where(Person.id.is_in(list(person_ids)))

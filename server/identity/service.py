@@ -110,7 +110,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
 async def customer_sign_in(email: str, password: str, client: str, request_id: str) -> SignedIn:
     if not email.strip() or not password:
         raise Invalid({"email": "enter your email address and password"})
-    index = blind_index(get_kernel().keys, "email", normalise_email(email))
+    index = blind_index(get_kernel().keys, "signin", normalise_email(email))
     keys = [_limit_key("customer", index), _limit_key("ip", client)]
     await _check_limits("portal", keys)
     rows = await CustomerAccount.select().where(
@@ -197,7 +197,7 @@ async def create_customer_account(person_id: uuid.UUID, email: str, password: st
     account_id = uuid.uuid4()
     await CustomerAccount.insert(CustomerAccount(
         id=account_id, person_id=person_id,
-        email_index=blind_index(get_kernel().keys, "email", normalise_email(email)),
+        email_index=blind_index(get_kernel().keys, "signin", normalise_email(email)),
         password_hash=await hash_password(password), created_at=_now()))
     return account_id
 

@@ -74,6 +74,14 @@ def new_data_key(provider: KeyProvider, subject_id: uuid.UUID) -> tuple[DataKey,
     return DataKey(subject_id, key_id, key), WrappedKey(key_id, kek_id, _pack(kek_id, nonce, sealed))
 
 
+def wrap_data_key(provider: KeyProvider, dk: DataKey) -> WrappedKey:
+    """Seal an existing data key under the active KEK (rotation); its key id, named by tokens, stays."""
+    kek_id = provider.active_kek_id
+    nonce = os.urandom(12)
+    sealed = AESGCM(provider.kek(kek_id)).encrypt(nonce, dk.key, _wrap_aad(dk.subject_id, dk.key_id))
+    return WrappedKey(dk.key_id, kek_id, _pack(kek_id, nonce, sealed))
+
+
 def unwrap_data_key(provider: KeyProvider, subject_id: uuid.UUID, wrapped: WrappedKey) -> DataKey:
     kek_id, nonce, sealed = _unpack(wrapped.wrapped)
     try:

@@ -8,16 +8,28 @@ unwrapping happens remotely; the rest of the vault only sees this interface.
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import functools
 import json
 import os
+import re
 import secrets
 import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-INDEX_NAMES = ("email", "ratelimit", "csrf")
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; key-file changes are then unserialised
+    fcntl = None  # type: ignore[assignment]
+
+INDEX_NAMES = ("email", "ratelimit", "csrf", "signin", "phone", "name")
+INLINE_VARIABLE = "MUTUAL_KEYS"
+_KEK_ID = re.compile(r"kek-(\d+)")
 
 
 class KeyError_(Exception):
@@ -32,6 +44,8 @@ class KeyProvider(Protocol):
 
     def index_key(self, name: str) -> tuple[str, bytes]: ...
 
+    def index_key_versions(self, name: str) -> list[tuple[str, bytes]]: ...
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -41,26 +55,61 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-@dataclass(frozen=True)
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the key file is rewritten (a rewrite replaces the file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@dataclass(eq=False)
 class FileKeyProvider:
-    """Keys from a JSON document: {"kek": {"active": id, "keys": {id: b64}}, "index": {...}}."""
+    """Keys from a JSON document: {"kek": {"active": id, "keys": {id: b64}}, "index": {...}}.
+
+    A provider read from a key file (`path` set) follows `mutual keys rotate` run by another
+    process: asked for a key-encryption key it does not know, it rereads the file once, and it
+    notices a new active key by the file's stat (no read while the file is unchanged). Blind-index
+    keys stay as loaded: changing them needs an index rebuild, not a reload.
+    """
 
     keks: dict[str, bytes]
     active: str
     index_keys: dict[str, tuple[str, bytes]]
+    index_versions: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    """Every key of each blind index, the active one first (lookups during an index rebuild)."""
+    path: Path | None = None
+    _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
 
     @property
     def active_kek_id(self) -> str:
+        if self.path is not None:
+            stamp = _file_stamp(self.path)
+            if stamp != self._stamp:
+                try:
+                    self._reload()
+                except KeyError_:  # a broken file is reported at the next start; keep serving
+                    self._stamp = stamp
         return self.active
 
     def kek(self, key_id: str) -> bytes:
-        try:
-            return self.keks[key_id]
-        except KeyError:
-            raise KeyError_(
-                f"key-encryption key {key_id!r} is not in the key file; restore the key file "
-                "that was in use when the data was written"
-            ) from None
+        key = self.keks.get(key_id)
+        if key is not None:
+            return key
+        problem = ""
+        if self.path is not None:
+            try:
+                self._reload()
+            except KeyError_ as exc:
+                problem = f" (rereading it failed: {exc})"
+            key = self.keks.get(key_id)
+            if key is not None:
+                return key
+        raise KeyError_(
+            f"key-encryption key {key_id!r} is not in the key file{problem}; restore the key file "
+            "that was in use when the data was written"
+        )
 
     def index_key(self, name: str) -> tuple[str, bytes]:
         try:
@@ -68,16 +117,41 @@ class FileKeyProvider:
         except KeyError:
             raise KeyError_(f"blind-index key {name!r} is missing from the key file") from None
 
+    def index_key_versions(self, name: str) -> list[tuple[str, bytes]]:
+        return self.index_versions.get(name) or [self.index_key(name)]
+
+    def _reload(self) -> None:
+        """Take the key-encryption keys and the active id from the file as it is now."""
+        assert self.path is not None
+        stamp = _file_stamp(self.path)
+        fresh = FileKeyProvider.from_document(read_key_document(self.path), str(self.path))
+        # a thread in between sees the new active id with the old keys, and its kek() reloads again
+        self.active = fresh.active
+        self.keks = fresh.keks
+        self._stamp = stamp
+
+    @classmethod
+    def from_file(cls, path: Path) -> FileKeyProvider:
+        """A provider that follows the key file at `path`."""
+        stamp = _file_stamp(path)  # before reading: a change in between only costs one more reload
+        provider = cls.from_document(read_key_document(path), str(path))
+        provider.path, provider._stamp = path, stamp
+        return provider
+
     @classmethod
     def from_document(cls, doc: dict, source: str) -> FileKeyProvider:
         try:
             keks = {kid: _unb64(v) for kid, v in doc["kek"]["keys"].items()}
             active = doc["kek"]["active"]
             index_keys = {}
+            index_versions = {}
             for name in INDEX_NAMES:
                 entry = doc["index"][name]
                 index_keys[name] = (entry["active"], _unb64(entry["keys"][entry["active"]]))
-        except (KeyError, TypeError, ValueError) as exc:
+                index_versions[name] = [index_keys[name]] + [
+                    (kid, _unb64(v)) for kid, v in sorted(entry["keys"].items()) if kid != entry["active"]
+                ]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyError_(
                 f"{source}: malformed key document (missing or invalid {exc}); "
                 "it must hold kek.active, kek.keys and index.<name>.active/keys"
@@ -87,7 +161,7 @@ class FileKeyProvider:
         for kid, key in keks.items():
             if len(key) != 32:
                 raise KeyError_(f"{source}: key-encryption key {kid!r} must be 32 bytes (AES-256)")
-        return cls(keks=keks, active=active, index_keys=index_keys)
+        return cls(keks=keks, active=active, index_keys=index_keys, index_versions=index_versions)
 
 
 def new_key_document() -> dict:
@@ -100,9 +174,122 @@ def new_key_document() -> dict:
     }
 
 
+def read_key_document(path: Path) -> dict[str, Any]:
+    """The key document in `path`; KeyError_ naming the file when it is missing or not JSON."""
+    if not path.exists():
+        raise KeyError_(
+            f"key file {path} does not exist; restore it from your key backup, or create new "
+            "keys with `mutual keys init` (only for a new, empty database), or set MUTUAL_KEY_FILE"
+        )
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise KeyError_(f"key file {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(doc, dict):
+        raise KeyError_(f"key file {path} does not hold a key document (a JSON object)")
+    return doc
+
+
+def write_key_document(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the key file atomically: a private temporary file beside it, synced, then renamed.
+
+    A reader (or a crash) sees the old document or the new one, never half of either. A key file
+    reached through a symbolic link is rewritten where the link points.
+    """
+    target = path.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked_key_file(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the key file between processes (an flock on its folder).
+
+    Two `mutual keys rotate` runs that both added "kek-2" would otherwise leave one of the two
+    keys only in the database's wrapped keys, and those data keys unreadable.
+    """
+    folder = path.resolve().parent
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def add_kek(doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A copy of `doc` with a new random key-encryption key "kek-N", made active; old keys stay."""
+    new = copy.deepcopy(doc)
+    keys = new["kek"]["keys"]
+    numbers = [int(m.group(1)) for kid in keys if (m := _KEK_ID.fullmatch(kid))]
+    n = max(numbers, default=0) + 1
+    while f"kek-{n}" in keys:  # pragma: no cover - only if someone named a key "kek-0…" by hand
+        n += 1
+    key_id = f"kek-{n}"
+    keys[key_id] = _b64(secrets.token_bytes(32))
+    new["kek"]["active"] = key_id
+    return new, key_id
+
+
+def remove_kek(doc: dict[str, Any], key_id: str) -> dict[str, Any]:
+    """A copy of `doc` without `key_id`; the active key and unknown ids are refused."""
+    if key_id not in doc["kek"]["keys"]:
+        raise KeyError_(f"key-encryption key {key_id!r} is not in the key file")
+    if doc["kek"]["active"] == key_id:
+        raise KeyError_(f"key-encryption key {key_id!r} is the active key; rotate to a new key first")
+    new = copy.deepcopy(doc)
+    del new["kek"]["keys"][key_id]
+    return new
+
+
+def inline_key_document() -> dict[str, Any] | None:
+    """The document in MUTUAL_KEYS, which wins over the key file, or None when it is unset."""
+    inline = os.environ.get(INLINE_VARIABLE)
+    if not inline:
+        return None
+    try:
+        doc = json.loads(inline)
+    except json.JSONDecodeError as exc:
+        raise KeyError_(f"MUTUAL_KEYS is not valid JSON ({exc.msg}); set it to a key document") from None
+    return doc
+
+
 def ensure_dev_key_file(path: Path) -> bool:
-    """Create a development key file when none exists. Returns True when it made one."""
+    """Create a development key file when none exists. Returns True when it made one.
+
+    A development key file from an older version gains the index keys it lacks.
+    """
     if path.exists():
+        with locked_key_file(path):
+            doc = read_key_document(path)
+            missing = [name for name in INDEX_NAMES if name not in doc.get("index", {})]
+            if missing:
+                fresh = new_key_document()["index"]
+                doc.setdefault("index", {}).update({name: fresh[name] for name in missing})
+                write_key_document(path, doc)
+                print(f"mutual: development key file {path} gained index keys: {', '.join(missing)}",
+                      file=sys.stderr)
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -120,21 +307,8 @@ def ensure_dev_key_file(path: Path) -> bool:
 
 @functools.cache
 def load_key_provider(key_file: Path) -> FileKeyProvider:
-    """MUTUAL_KEYS (the JSON document itself) wins over the key file."""
-    inline = os.environ.get("MUTUAL_KEYS")
-    if inline:
-        try:
-            doc = json.loads(inline)
-        except json.JSONDecodeError as exc:
-            raise KeyError_(f"MUTUAL_KEYS is not valid JSON ({exc.msg}); set it to a key document") from None
-        return FileKeyProvider.from_document(doc, "MUTUAL_KEYS")
-    if not key_file.exists():
-        raise KeyError_(
-            f"key file {key_file} does not exist; restore it from your key backup, or create new "
-            "keys with `mutual keys init` (only for a new, empty database), or set MUTUAL_KEY_FILE"
-        )
-    try:
-        doc = json.loads(key_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise KeyError_(f"key file {key_file} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return FileKeyProvider.from_document(doc, str(key_file))
+    """MUTUAL_KEYS (the JSON document itself) wins over the key file, which is followed when it changes."""
+    inline = inline_key_document()
+    if inline is not None:
+        return FileKeyProvider.from_document(inline, INLINE_VARIABLE)
+    return FileKeyProvider.from_file(key_file)

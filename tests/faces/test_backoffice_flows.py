@@ -104,8 +104,8 @@ async def test_the_email_search_finds_the_person_and_puts_the_address_in_no_url(
     async with face_client("backoffice") as client:
         csrf = await _admin(client)
         before = await last_seq()
-        response = await post_form(client, "/people/search", {"email": "  Erika.Mustermann@EXAMPLE.org "}, csrf)
-        fragment = await post_form(client, "/people/search", {"email": ERIKA["email"]}, csrf, HTMX)
+        response = await post_form(client, "/people/search", {"query": "  Erika.Mustermann@EXAMPLE.org "}, csrf)
+        fragment = await post_form(client, "/people/search", {"query": ERIKA["email"]}, csrf, HTMX)
         listing = await client.get("/people")
     assert response.status_code == fragment.status_code == listing.status_code == 200
     assert f'href="/people/{erika_id}"' in response.text
@@ -119,12 +119,28 @@ async def test_the_email_search_finds_the_person_and_puts_the_address_in_no_url(
         assert not leaked, f"personal data in URLs: {leaked}"
 
 
-async def test_a_search_for_something_that_is_not_an_email_is_refused_422(db: None) -> None:
+async def test_a_search_for_half_an_email_address_is_refused_422_naming_the_fix(db: None) -> None:
     async with face_client("backoffice") as client:
         csrf = await _admin(client)
-        response = await post_form(client, "/people/search", {"email": "mustermann"}, csrf)
+        response = await post_form(client, "/people/search", {"query": "erika.mustermann@"}, csrf)
     assert response.status_code == 422
-    assert "enter a whole email address, e.g. name@example.org (search is exact)" in text_of(response.text)
+    assert "type all of it, e.g. name@example.org (email search is exact)" in text_of(response.text)
+
+
+async def test_a_name_search_finds_everyone_with_that_name_with_or_without_umlauts(db: None) -> None:
+    erika = await make_person(ERIKA)
+    max_ = await make_person(MAX)
+    mueller = await make_person({"given_name": "Jürgen", "family_name": "Müller", "email": "jm@example.com"})
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        both = await post_form(client, "/people/search", {"query": "mustermann"}, csrf, HTMX)
+        erika_only = await post_form(client, "/people/search", {"query": "erika MUSTERMANN"}, csrf, HTMX)
+        spelled = await post_form(client, "/people/search", {"query": "Mueller"}, csrf, HTMX)
+        by_phone = await post_form(client, "/people/search", {"query": "030 1234567"}, csrf, HTMX)
+    assert f"/people/{erika}" in both.text and f"/people/{max_}" in both.text
+    assert f"/people/{erika}" in erika_only.text and f"/people/{max_}" not in erika_only.text
+    assert f"/people/{mueller}" in spelled.text and f"/people/{erika}" not in spelled.text
+    assert f"/people/{erika}" in by_phone.text and f"/people/{max_}" not in by_phone.text
 
 
 async def test_revealing_without_a_reason_is_refused_422_and_reveals_nothing(db: None) -> None:

@@ -118,7 +118,7 @@ MATRIX: list[Entry] = [
     Entry("backoffice", "GET", "/people", SIGN_IN, SIGN_IN, SIGN_IN, denied("list"),
           ok(200, ("list", "crm_person"))),
     Entry("backoffice", "POST", "/people/search", SIGN_IN, SIGN_IN, SIGN_IN, denied("search"),
-          ok(200, ("search", "crm_person")), form={"email": ERIKA["email"]}),
+          ok(200, ("search", "crm_person")), form={"query": ERIKA["email"]}),
     # An empty form holds no personal data; the create itself is refused to the role below.
     Entry("backoffice", "GET", "/people/new", SIGN_IN, SIGN_IN, SIGN_IN, PAGE, PAGE),
     Entry("backoffice", "POST", "/people", SIGN_IN, SIGN_IN, SIGN_IN, denied("create"),

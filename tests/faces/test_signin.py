@@ -151,7 +151,7 @@ async def test_the_csrf_token_is_accepted_in_the_x_csrftoken_header_as_htmx_send
     await _accounts()
     async with face_client("backoffice") as client:
         csrf = await signed_in(client, "admin", STAFF_PASSWORD)
-        response = await client.post("/people/search", data={"email": ERIKA["email"]},
+        response = await client.post("/people/search", data={"query": ERIKA["email"]},
                                      headers={**HTMX, "x-csrftoken": csrf})
     assert response.status_code == 200
     assert "Erika" in response.text
