@@ -125,6 +125,56 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+async def _rotate_index(field: str, batch: int) -> tuple[int, str, list[str]]:
+    from server.actor import system_actor
+    from server.audit.chain import Entry, append
+    from server.bench.progress import Progress
+    from server.db import raw
+    from server.gateway.indexing import rebuild_index
+    from server.kernel import get_kernel
+    from server.vault.keys import (
+        add_index_key,
+        locked_key_file,
+        read_key_document,
+        remove_index_keys,
+        write_key_document,
+    )
+
+    path = get_settings().key_file
+    with locked_key_file(path):
+        doc = read_key_document(path)
+        if len(doc["index"][field]["keys"]) == 1:  # else a rebuild was interrupted: resume it
+            doc, _ = add_index_key(doc, field)
+            write_key_document(path, doc)
+        active = doc["index"][field]["active"]
+    column = "given_name" if field == "name" else field
+    total = (await raw(f"SELECT COUNT(*) AS n FROM crm_person WHERE {column} IS NOT NULL"))[0]["n"]
+    bar = Progress(f"index {field}", int(total))
+    done = await rebuild_index(field, batch=batch, progress=bar.advance)
+    bar.close()
+    with locked_key_file(path):
+        doc, removed = remove_index_keys(read_key_document(path), field, active)
+        write_key_document(path, doc)
+    done += await rebuild_index(field, batch=batch)  # values an app wrote under the old key meanwhile
+    await append(system_actor("keys"), Entry(action="rotate_index", entity=f"index:{field}",
+                                             purpose="compliance_audit"), get_kernel().policies.version)
+    return done, active, removed
+
+
+def cmd_keys_rotate_index(args: argparse.Namespace) -> int:
+    from server.vault.keys import inline_key_document
+
+    _check_kernel()
+    if inline_key_document() is not None:
+        print("mutual: the keys come from MUTUAL_KEYS, which cannot be rewritten; use a key file "
+              "(MUTUAL_KEY_FILE) to rotate keys", file=sys.stderr)
+        return 1
+    done, active, removed = asyncio.run(_rotate_index(args.field, args.batch))
+    print(f"mutual: {args.field} index rebuilt under {active} for {done} people; "
+          f"retired {', '.join(removed) or 'no key'}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from server.bench.run import Options, run
     from server.setup import DEFAULT_POSTGRES_URL, postgres_answers
@@ -166,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
-    keys_cli.register(sub)
+    key_commands = keys_cli.register(sub)
+    reindex = key_commands.add_parser("rotate-index", help="give a search index a new key and rebuild it "
+                                      "in batches while the apps serve (resumes an unfinished run)")
+    reindex.add_argument("field", choices=["email", "phone", "name"])
+    reindex.add_argument("--batch", type=int, default=500)
+    reindex.set_defaults(func=cmd_keys_rotate_index)
     backup_cli.register(sub)
     return parser
 

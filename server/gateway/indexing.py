@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from server.db import raw, write_transaction
 from server.kernel import get_kernel
 from server.settings import get_settings
+from server.vault.cipher import decrypt_field
+from server.vault.store import KEY_COLUMNS, key_join, keys_from_rows
 from server.vault.blind import (
     index_bits,
     name_tokens,
@@ -56,3 +59,51 @@ def token_rows(person_id: uuid.UUID, names: Mapping[str, str | None]) -> list[tu
 
 def token_lookup(token: str) -> list[str]:
     return search_indexes(get_kernel().keys, "name", token, bits())
+
+
+SEARCH_FIELDS = ("email", "phone", "name")
+
+
+async def rebuild_index(field: str, *, batch: int = 500,
+                        progress: Callable[[int], None] | None = None) -> int:
+    """Recompute one search index under its active key, in batches of short transactions.
+
+    Resumable: each pass takes the rows whose values do not yet name the active key, so an
+    interrupted rebuild continues where it stopped. Returns the number of people re-indexed.
+    """
+    if field not in SEARCH_FIELDS:
+        raise ValueError(f"unknown search index {field!r}; choose one of {', '.join(SEARCH_FIELDS)}")
+    provider = get_kernel().keys
+    prefix = provider.index_key(field)[0] + ":"
+    done = 0
+    while True:
+        async with write_transaction():
+            if field == "name":
+                sql = (f"SELECT p.id, p.given_name, p.family_name, {KEY_COLUMNS} FROM crm_person p {key_join('p')} "
+                       "WHERE p.id IN (SELECT DISTINCT person FROM crm_person_token WHERE token_index NOT LIKE {}"
+                       f" LIMIT {int(batch)})")
+            else:
+                sql = (f"SELECT p.id, p.{field}, {KEY_COLUMNS} FROM crm_person p {key_join('p')} "
+                       f"WHERE p.{field} IS NOT NULL AND (p.{field}_index IS NULL OR p.{field}_index NOT LIKE {{}}) "
+                       f"LIMIT {int(batch)}")
+            rows = await raw(sql, prefix + "%")
+            if not rows:
+                return done
+            keys = keys_from_rows(provider, rows)
+            for row in rows:
+                pid = row["id"] if isinstance(row["id"], uuid.UUID) else uuid.UUID(str(row["id"]))
+                dk = keys[pid]
+                if field == "name":
+                    names = {f: decrypt_field(dk, "crm_person", f, pid, row[f]) if row[f] else None
+                             for f in NAME_FIELDS}
+                    await raw("DELETE FROM crm_person_token WHERE person = {}", pid)
+                    for person, token in token_rows(pid, names):
+                        await raw("INSERT INTO crm_person_token (person, token_index) VALUES ({}, {})",
+                                  person, token)
+                else:
+                    plain = decrypt_field(dk, "crm_person", field, pid, row[field])
+                    await raw(f"UPDATE crm_person SET {field}_index = {{}} WHERE id = {{}}",
+                              column_indexes({field: plain})[f"{field}_index"], pid)
+        done += len(rows)
+        if progress is not None:
+            progress(len(rows))

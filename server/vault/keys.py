@@ -70,8 +70,8 @@ class FileKeyProvider:
 
     A provider read from a key file (`path` set) follows `mutual keys rotate` run by another
     process: asked for a key-encryption key it does not know, it rereads the file once, and it
-    notices a new active key by the file's stat (no read while the file is unchanged). Blind-index
-    keys stay as loaded: changing them needs an index rebuild, not a reload.
+    notices a new active key-encryption or blind-index key by the file's stat (no read while the
+    file is unchanged), so `mutual keys rotate` and `rotate-index` work while the apps serve.
     """
 
     keks: dict[str, bytes]
@@ -82,8 +82,8 @@ class FileKeyProvider:
     path: Path | None = None
     _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
 
-    @property
-    def active_kek_id(self) -> str:
+    def _follow_file(self) -> None:
+        """Reload when the key file changed (one stat; no read while it is unchanged)."""
         if self.path is not None:
             stamp = _file_stamp(self.path)
             if stamp != self._stamp:
@@ -91,6 +91,10 @@ class FileKeyProvider:
                     self._reload()
                 except KeyError_:  # a broken file is reported at the next start; keep serving
                     self._stamp = stamp
+
+    @property
+    def active_kek_id(self) -> str:
+        self._follow_file()
         return self.active
 
     def kek(self, key_id: str) -> bytes:
@@ -112,13 +116,15 @@ class FileKeyProvider:
         )
 
     def index_key(self, name: str) -> tuple[str, bytes]:
+        self._follow_file()  # `mutual keys rotate-index` may have made a new key active
         try:
             return self.index_keys[name]
         except KeyError:
             raise KeyError_(f"blind-index key {name!r} is missing from the key file") from None
 
     def index_key_versions(self, name: str) -> list[tuple[str, bytes]]:
-        return self.index_versions.get(name) or [self.index_key(name)]
+        active = self.index_key(name)
+        return self.index_versions.get(name) or [active]
 
     def _reload(self) -> None:
         """Take the key-encryption keys and the active id from the file as it is now."""
@@ -128,6 +134,7 @@ class FileKeyProvider:
         # a thread in between sees the new active id with the old keys, and its kek() reloads again
         self.active = fresh.active
         self.keks = fresh.keks
+        self.index_keys, self.index_versions = fresh.index_keys, fresh.index_versions
         self._stamp = stamp
 
     @classmethod
@@ -261,6 +268,25 @@ def remove_kek(doc: dict[str, Any], key_id: str) -> dict[str, Any]:
     new = copy.deepcopy(doc)
     del new["kek"]["keys"][key_id]
     return new
+
+
+def add_index_key(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], str]:
+    """A copy of `doc` with a new key for blind index `name` ("<name>-N"), made active."""
+    new = copy.deepcopy(doc)
+    keys = new["index"][name]["keys"]
+    numbers = [int(kid.rsplit("-", 1)[1]) for kid in keys if kid.rsplit("-", 1)[-1].isdigit()]
+    key_id = f"{name}-{max(numbers, default=0) + 1}"
+    keys[key_id] = _b64(secrets.token_bytes(32))
+    new["index"][name]["active"] = key_id
+    return new, key_id
+
+
+def remove_index_keys(doc: dict[str, Any], name: str, keep: str) -> tuple[dict[str, Any], list[str]]:
+    """A copy of `doc` keeping only key `keep` of blind index `name`; returns the removed ids."""
+    new = copy.deepcopy(doc)
+    removed = [kid for kid in new["index"][name]["keys"] if kid != keep]
+    new["index"][name]["keys"] = {keep: new["index"][name]["keys"][keep]}
+    return new, removed
 
 
 def inline_key_document() -> dict[str, Any] | None:

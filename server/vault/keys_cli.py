@@ -159,10 +159,13 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     retire.set_defaults(func=cmd_retire)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `keys` command group to the `mutual` parser."""
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add the `keys` command group to the `mutual` parser; returns it for commands of other areas."""
     keys = subparsers.add_parser("keys", help="key management")
-    _add_commands(keys.add_subparsers(dest="keys_command", required=True))
+    commands = keys.add_subparsers(dest="keys_command", required=True)
+    _add_commands(commands)
+    return commands
 
 
 def main(argv: list[str] | None = None) -> int:
