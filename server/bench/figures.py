@@ -1,5 +1,5 @@
-"""CLI figures for the bench, in the bench store's environment: chain verification speed and
-import speed into a scratch store of the same backend. Prints one JSON line."""
+"""CLI figures for the bench, in the bench store's environment: chain verification, import,
+field encryption, data-key rewrapping and erasure. Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -49,10 +49,55 @@ async def _import_rate() -> float:
     return IMPORT_SAMPLE / elapsed
 
 
+def _crypto_rates(n: int = 20_000) -> dict[str, float]:
+    """Field encrypt/decrypt and data-key rewrap (unwrap + wrap under the active KEK) per second."""
+    import uuid
+
+    from server.kernel import get_kernel
+    from server.vault.cipher import decrypt_field, encrypt_field, new_data_key, unwrap_data_key, wrap_data_key
+
+    provider = get_kernel().keys
+    subject = uuid.uuid4()
+    dk, wrapped = new_data_key(provider, subject)
+    started = time.perf_counter()
+    tokens = [encrypt_field(dk, "crm_person", "email", subject, f"person{i}@bench.example") for i in range(n)]
+    encrypt = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for token in tokens:
+        decrypt_field(dk, "crm_person", "email", subject, token)
+    decrypt = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(n // 4):
+        wrap_data_key(provider, unwrap_data_key(provider, subject, wrapped))
+    rewrap = (n // 4) / (time.perf_counter() - started)
+    return {"encrypt_per_s": encrypt, "decrypt_per_s": decrypt, "rewrap_per_s": rewrap}
+
+
+async def _erase_ms(samples: int = 5) -> float:
+    """Median time to erase one person (crypto-shredding, ledger entry, SQLite WAL truncation)."""
+    import statistics
+
+    from server import gateway
+    from server.actor import system_actor
+    from server.crm import service as people
+
+    actor = system_actor("bench")
+    times = []
+    for i in range(samples):
+        pid = await gateway.create_person(actor, purpose="customer_service",
+                                          values={"family_name": f"Erase{i}", "email": f"erase{i}@bench.example"})
+        started = time.perf_counter()
+        await people.erase_person(actor, pid)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def main() -> int:
     verify_rate, verified = asyncio.run(_verify())
     import_rate = asyncio.run(_import_rate())
-    print(json.dumps({"verify_per_s": verify_rate, "verified": verified, "import_per_s": import_rate}))
+    erase_ms = asyncio.run(_erase_ms())
+    print(json.dumps({"verify_per_s": verify_rate, "verified": verified, "import_per_s": import_rate,
+                      "erase_ms": erase_ms, **_crypto_rates()}))
     return 0
 
 
