@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
+from server.kernel import require_kernel
 from server.settings import get_settings
 
 RESTORE_HELP = "replace the database with a backup and replay the erasure ledger (stop the apps first)"
@@ -18,18 +19,6 @@ ledger, so that people erased after the backup was taken stay erased.
 Stop the portal and the backoffice first: the restore refuses to run while they
 have the database open. Start them again afterwards. Everything written since the
 backup was taken is lost, except erasures, which the ledger replays."""
-
-
-def _check_kernel() -> None:
-    """Fail early, naming the problem, if policies or keys are unusable (as `mutual run` does)."""
-    from server.kernel import get_kernel
-    from server.policy import PolicyError
-    from server.vault import KeyError_
-
-    try:
-        get_kernel()
-    except (PolicyError, KeyError_) as exc:
-        raise SystemExit(f"mutual: cannot restore: {exc}") from None
 
 
 def _size(n: int) -> str:
@@ -93,7 +82,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not _confirm(file):
             print("mutual: restore cancelled; nothing was changed")
             return 1
-    _check_kernel()
+    require_kernel("restore")
     try:
         result, chain = asyncio.run(_restore_and_verify(file))
     except BackupError as exc:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
+from server.kernel import require_kernel
 from server.settings import get_settings
 from server import backup_cli
 from server.vault import keys_cli
@@ -28,18 +29,6 @@ def _dev_keys() -> None:
         ensure_dev_key_file(settings.key_file)
 
 
-def _check_kernel() -> None:
-    """Fail early, with the message that names the problem, if policies or keys are unusable."""
-    from server.kernel import get_kernel
-    from server.policy import PolicyError
-    from server.vault import KeyError_
-
-    try:
-        get_kernel()
-    except (PolicyError, KeyError_) as exc:
-        raise SystemExit(f"mutual: cannot start: {exc}") from None
-
-
 async def _migrate_and_seed(seed: bool) -> bool:
     from server.seed import seed_demo
     from server.setup import migrate
@@ -50,7 +39,7 @@ async def _migrate_and_seed(seed: bool) -> bool:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     _dev_keys()
-    _check_kernel()
+    require_kernel()
     asyncio.run(_migrate_and_seed(seed=False))
     print("mutual: database is up to date")
     return 0
@@ -58,7 +47,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     _dev_keys()
-    _check_kernel()
+    require_kernel()
     created = asyncio.run(_migrate_and_seed(seed=True))
     print("mutual: demo data seeded" if created else "mutual: database already has data; nothing seeded")
     return 0
@@ -83,7 +72,7 @@ def serve_command(app: str, host: str, port: int) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _dev_keys()
-    _check_kernel()
+    require_kernel()
     asyncio.run(_migrate_and_seed(seed=not args.no_seed))
     procs = [
         subprocess.Popen(serve_command("portal", args.host, args.portal_port)),
@@ -114,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    _check_kernel()
+    require_kernel()
     from server.audit.chain import verify_database
 
     result = asyncio.run(verify_database())
@@ -133,6 +122,7 @@ async def _rotate_index(field: str, batch: int) -> tuple[int, str, list[str]]:
     from server.gateway.indexing import rebuild_index
     from server.kernel import get_kernel
     from server.vault.keys import (
+        FOLLOW_INTERVAL,
         add_index_key,
         locked_key_file,
         read_key_document,
@@ -155,20 +145,20 @@ async def _rotate_index(field: str, batch: int) -> tuple[int, str, list[str]]:
     with locked_key_file(path):
         doc, removed = remove_index_keys(read_key_document(path), field, active)
         write_key_document(path, doc)
-    done += await rebuild_index(field, batch=batch)  # values an app wrote under the old key meanwhile
+    # Running apps notice the key file within FOLLOW_INTERVAL; then re-index what they wrote
+    # under the old key meanwhile.
+    await asyncio.sleep(2 * FOLLOW_INTERVAL)
+    done += await rebuild_index(field, batch=batch)
     await append(system_actor("keys"), Entry(action="rotate_index", entity=f"index:{field}",
                                              purpose="compliance_audit"), get_kernel().policies.version)
     return done, active, removed
 
 
 def cmd_keys_rotate_index(args: argparse.Namespace) -> int:
-    from server.vault.keys import inline_key_document
-
-    _check_kernel()
-    if inline_key_document() is not None:
-        print("mutual: the keys come from MUTUAL_KEYS, which cannot be rewritten; use a key file "
-              "(MUTUAL_KEY_FILE) to rotate keys", file=sys.stderr)
-        return 1
+    refused = keys_cli.refuse_inline("rotate an index key")
+    if refused is not None:
+        return refused
+    require_kernel()
     done, active, removed = asyncio.run(_rotate_index(args.field, args.batch))
     print(f"mutual: {args.field} index rebuilt under {active} for {done} people; "
           f"retired {', '.join(removed) or 'no key'}")

@@ -17,6 +17,8 @@ os.environ["MUTUAL_VAR_DIR"] = str(_VAR)
 os.environ["MUTUAL_KEY_FILE"] = str(_VAR / "keys.json")
 os.environ.pop("MUTUAL_KEYS", None)
 os.environ.pop("MUTUAL_DEV", None)
+# Providers re-check the key file on every use, so tests see another process's rotation at once.
+os.environ["MUTUAL_KEY_FOLLOW_SECONDS"] = "0"
 
 _PG_ADMIN_URL = os.environ.get("MUTUAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _PG_DB = f"mutual_test_{uuid.uuid4().hex[:10]}"

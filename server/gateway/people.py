@@ -212,7 +212,9 @@ async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> 
         def matches(plain: Mapping[str, str | None]) -> bool:
             return set(tokens) <= name_tokens(*(plain.get(f) for f in indexing.NAME_FIELDS))
     async with write_transaction():
-        rows = await raw(_person_query(fields, where) + " ORDER BY p.created_at DESC LIMIT 200", *args)
+        # No ORDER BY: the planner must use the index lookup, not walk the keyset index by date.
+        rows = await raw(_person_query(fields, where) + " LIMIT 200", *args)
+        rows.sort(key=lambda r: r["created_at"], reverse=True)
         keys = keys_from_rows(get_kernel().keys, rows)
         confirmed = []
         for r in rows:

@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ except ImportError:  # pragma: no cover - Windows has no flock; key-file changes
 
 INDEX_NAMES = ("email", "ratelimit", "csrf", "signin", "phone", "name")
 INLINE_VARIABLE = "MUTUAL_KEYS"
+# Seconds between checks of the key file for a rotation made by another process.
+FOLLOW_INTERVAL = float(os.environ.get("MUTUAL_KEY_FOLLOW_SECONDS", "1.0"))
 _KEK_ID = re.compile(r"kek-(\d+)")
 
 
@@ -81,10 +84,15 @@ class FileKeyProvider:
     """Every key of each blind index, the active one first (lookups during an index rebuild)."""
     path: Path | None = None
     _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
+    _checked_at: float = field(default=float("-inf"), init=False, repr=False)
 
     def _follow_file(self) -> None:
-        """Reload when the key file changed (one stat; no read while it is unchanged)."""
+        """Reload when the key file changed: at most one stat a second, no read while unchanged."""
         if self.path is not None:
+            now = time.monotonic()
+            if now - self._checked_at < FOLLOW_INTERVAL:
+                return
+            self._checked_at = now
             stamp = _file_stamp(self.path)
             if stamp != self._stamp:
                 try:

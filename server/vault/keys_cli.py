@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
+from server.kernel import require_kernel
 from server.settings import get_settings
 from server.vault.keys import INLINE_VARIABLE, KeyError_, inline_key_document, new_key_document
 
@@ -19,18 +20,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _check_kernel() -> None:
-    """Fail early, with the message that names the problem, if policies or keys are unusable."""
-    from server.kernel import get_kernel
-    from server.policy import PolicyError
-
-    try:
-        get_kernel()
-    except (PolicyError, KeyError_) as exc:
-        raise SystemExit(f"mutual: cannot start: {exc}") from None
-
-
-def _refuse_inline(action: str) -> int | None:
+def refuse_inline(action: str) -> int | None:
     if os.environ.get(INLINE_VARIABLE):
         return _fail(
             f"cannot {action}: the keys come from {INLINE_VARIABLE}, an inline document this command "
@@ -54,10 +44,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    refused = _refuse_inline("rotate keys")
+    refused = refuse_inline("rotate keys")
     if refused is not None:
         return refused
-    _check_kernel()
+    require_kernel()
     from server.bench.progress import Progress
     from server.vault.rotation import rotate
 
@@ -98,7 +88,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _check_kernel()
+    require_kernel()
     from server.vault.rotation import key_status
 
     path = get_settings().key_file
@@ -122,10 +112,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
-    refused = _refuse_inline("retire a key")
+    refused = refuse_inline("retire a key")
     if refused is not None:
         return refused
-    _check_kernel()
+    require_kernel()
     from server.vault.rotation import retire
 
     path = get_settings().key_file

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from server.db import insert_many
 from server.vault.cipher import DataKey, WrappedKey, new_data_key, unwrap_data_key
 from server.vault.keys import KeyProvider
 from server.vault.tables import SubjectKey
+
+# Data keys unwrapped during the current request: each at most once per request, never longer.
+_REQUEST_KEYS: contextvars.ContextVar[dict[uuid.UUID, DataKey] | None] = contextvars.ContextVar(
+    "mutual_request_keys", default=None)
+
+
+@contextlib.contextmanager
+def request_key_cache() -> Iterator[None]:
+    """Scope in which an unwrapped data key is reused (one web request); dropped at the end."""
+    token = _REQUEST_KEYS.set({})
+    try:
+        yield
+    finally:
+        _REQUEST_KEYS.reset(token)
+
+
+def _unwrap(provider: KeyProvider, subject_id: uuid.UUID, wrapped: WrappedKey) -> DataKey:
+    cache = _REQUEST_KEYS.get()
+    if cache is not None and (dk := cache.get(subject_id)) is not None and dk.key_id == wrapped.key_id:
+        return dk
+    dk = unwrap_data_key(provider, subject_id, wrapped)
+    if cache is not None:
+        cache[subject_id] = dk
+    return dk
 
 
 async def create_subject_key(provider: KeyProvider, subject_id: uuid.UUID) -> DataKey:
@@ -38,7 +64,7 @@ async def load_data_keys(provider: KeyProvider, subject_ids: Iterable[uuid.UUID]
     keys: dict[uuid.UUID, DataKey] = {}
     for row in rows:
         sid = row["subject_id"] if isinstance(row["subject_id"], uuid.UUID) else uuid.UUID(str(row["subject_id"]))
-        keys[sid] = unwrap_data_key(provider, sid, WrappedKey(row["key_id"], row["kek_id"], row["wrapped"]))
+        keys[sid] = _unwrap(provider, sid, WrappedKey(row["key_id"], row["kek_id"], row["wrapped"]))
     return keys
 
 
@@ -58,7 +84,7 @@ def keys_from_rows(provider: KeyProvider, rows: Iterable[dict], id_column: str =
             continue
         sid = row[id_column] if isinstance(row[id_column], uuid.UUID) else uuid.UUID(str(row[id_column]))
         if sid not in keys:
-            keys[sid] = unwrap_data_key(provider, sid, WrappedKey(row["dk_key_id"], row["dk_kek_id"], row["dk_wrapped"]))
+            keys[sid] = _unwrap(provider, sid, WrappedKey(row["dk_key_id"], row["dk_kek_id"], row["dk_wrapped"]))
     return keys
 
 
@@ -70,3 +96,24 @@ async def shred_subject_keys(subject_ids: Iterable[uuid.UUID]) -> int:
     existing = await SubjectKey.count().where(SubjectKey.subject_id.is_in(ids))
     await SubjectKey.delete().where(SubjectKey.subject_id.is_in(ids))
     return int(existing)
+
+
+async def check_keys_match(provider: KeyProvider) -> None:
+    """Unwrap one data key per key-encryption key in use: a key file that does not belong to this
+    database stops start-up here, with a message, instead of failing on the first page view."""
+    from server.vault.cipher import DecryptionFailed
+    from server.vault.keys import KeyError_
+
+    in_use = await SubjectKey.select(SubjectKey.kek_id).distinct()
+    for entry in in_use:
+        rows = await SubjectKey.select().where(SubjectKey.kek_id == entry["kek_id"]).limit(1)
+        row = rows[0]
+        sid = row["subject_id"] if isinstance(row["subject_id"], uuid.UUID) else uuid.UUID(str(row["subject_id"]))
+        try:
+            unwrap_data_key(provider, sid, WrappedKey(row["key_id"], row["kek_id"], row["wrapped"]))
+        except DecryptionFailed:
+            raise KeyError_(
+                f"the key file's key-encryption key {entry['kek_id']!r} does not unwrap this database's data "
+                "keys: the key file belongs to another database. Restore the key file that was in use for "
+                "this database (MUTUAL_KEY_FILE)"
+            ) from None

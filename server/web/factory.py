@@ -13,11 +13,12 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.middleware import DefineMiddleware
 from litestar.static_files import create_static_files_router
-from litestar.types import Message, Scope
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.db import engine
 from server.errors import DomainError, Invalid
-from server.kernel import get_kernel
+from server.kernel import check_database_keys, get_kernel
+from server.vault.store import request_key_cache
 from server.web.auth import CSRF_COOKIES, SessionMiddleware
 from server.web.rendering import build_environment, is_fragment_request, render
 
@@ -77,6 +78,7 @@ async def _startup(app: Litestar) -> None:
     global _POOL_USERS
     if _POOL_USERS == 0:
         await engine().start_connection_pool()
+        await check_database_keys()
     _POOL_USERS += 1
 
 
@@ -98,6 +100,16 @@ async def _security_headers(message: Message, scope: Scope) -> None:
         message["headers"] = headers + [(k, v) for k, v in _HEADER_BYTES if k not in present]  # type: ignore[typeddict-item]
 
 
+def _request_key_cache(app: ASGIApp) -> ASGIApp:
+    """Each request reuses the data keys it unwrapped (each at most once), and forgets them after."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        with request_key_cache():
+            await app(scope, receive, send)
+
+    return middleware
+
+
 def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], templates: Path, static: Path,
                     debug: bool = False) -> Litestar:
     kernel = get_kernel()
@@ -109,7 +121,7 @@ def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], t
                                        include_in_schema=False),
             *route_handlers,
         ],
-        middleware=[DefineMiddleware(SessionMiddleware, exclude=["^/static/", "^/healthz$"])],
+        middleware=[_request_key_cache, DefineMiddleware(SessionMiddleware, exclude=["^/static/", "^/healthz$"])],
         before_send=[_security_headers],
         csrf_config=CSRFConfig(
             secret=f"{face}:{csrf_key.hex()}", cookie_name=CSRF_COOKIES[face], cookie_secure=True,

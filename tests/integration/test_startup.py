@@ -10,6 +10,7 @@ from pathlib import Path
 
 from server import gateway
 from server.db import raw
+from server.kernel import get_kernel
 from tests.support import ERIKA, staff
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,3 +53,16 @@ async def test_audit_verify_names_the_first_modified_event(db: None) -> None:
     broken = _mutual("audit", "verify")
     assert broken.returncode == 1
     assert "event 2" in broken.stderr and "modified" in broken.stderr
+
+
+async def test_a_key_file_from_another_database_is_refused_at_start_up_with_a_message(db: None) -> None:
+    import pytest
+
+    from server.vault.keys import FileKeyProvider, KeyError_, new_key_document
+    from server.vault.store import check_keys_match
+
+    await gateway.create_person(staff("admin"), purpose="customer_service", values=ERIKA)
+    await check_keys_match(get_kernel().keys)  # the right keys pass
+    stranger = FileKeyProvider.from_document(new_key_document(), "another key file")
+    with pytest.raises(KeyError_, match="'kek-1' does not unwrap this database's data keys"):
+        await check_keys_match(stranger)

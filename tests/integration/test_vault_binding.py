@@ -98,3 +98,23 @@ async def test_the_sqlite_file_holds_no_names_or_addresses_in_clear_text(db: Non
     for secret in ("Mustermann", "erika.mustermann@example.org"):
         assert secret.encode() not in content
         assert secret.encode("utf-16-le") not in content
+
+
+async def test_within_one_request_a_data_key_is_unwrapped_once(db: None, monkeypatch) -> None:
+    from server.vault import store
+
+    erika = await gateway.create_person(staff("admin"), purpose="customer_service", values=ERIKA)
+    calls: list[object] = []
+    real = store.unwrap_data_key
+
+    def counting(*args: object) -> object:
+        calls.append(args[1])
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "unwrap_data_key", counting)
+    with store.request_key_cache():
+        await gateway.get_person(staff("admin"), purpose="customer_service", person_id=erika)
+        await gateway.list_notes(staff("admin"), purpose="customer_service", person_id=erika)
+    assert calls == [erika]
+    await gateway.get_person(staff("admin"), purpose="customer_service", person_id=erika)
+    assert calls == [erika, erika]  # outside a request nothing is kept
