@@ -105,6 +105,23 @@ def test_customer_corrects_their_phone_and_staff_sees_it(stack: Stack, page: Pag
     check_accessibility(page, "portal-access")
 
 
+def test_an_admin_erases_a_person_after_typing_erase(stack: Stack, page: Page) -> None:
+    staff_sign_in(page, stack)
+    page.get_by_role("link", name="New person").click()
+    page.get_by_label("Family name (required)").fill("Loeschbar")
+    page.get_by_label("Email").fill("loeschbar@example.com")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("heading", name="Loeschbar")).to_be_visible()
+    page.get_by_role("button", name="Erase for good").click()
+    expect(page.get_by_role("alert")).to_contain_text("type ERASE to confirm")
+    check_accessibility(page, "backoffice-person-erase-confirm")
+    page.get_by_label("Type ERASE to confirm").fill("ERASE")
+    page.get_by_role("button", name="Erase for good").click()
+    expect(page.get_by_text("The person was erased")).to_be_visible()
+    find_by_email(page, "loeschbar@example.com")
+    expect(page.locator("#results")).to_contain_text("Nobody matches")
+
+
 def test_compliance_officer_sees_the_intact_audit_chain(stack: Stack, page: Page) -> None:
     staff_sign_in(page, stack, "compliance", "mutual-compliance-demo")
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
@@ -117,7 +134,7 @@ def test_zz_the_database_file_holds_no_demo_name_or_email_in_clear_text(stack: S
     files = [p for p in stack.var_dir.glob("mutual.sqlite3*") if p.is_file()]
     assert stack.database in files
     needles = [b"Mustermann", b"mustermann", ERIKA_EMAIL.encode(), b"max.mustermann@example.org",
-               b"lena.beispiel@example.com", NEW_PHONE.encode()]
+               b"lena.beispiel@example.com", b"loeschbar", NEW_PHONE.encode()]
     for path in files:
         data = Path(path).read_bytes()
         for needle in needles:

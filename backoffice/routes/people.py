@@ -32,11 +32,12 @@ class PeopleController(Controller):
     guards = [requires_staff]
 
     @get("/", name="people-list")
-    async def list_people(self, request: Request, after: str | None = None) -> Response:
+    async def list_people(self, request: Request, after: str | None = None, erased: str | None = None) -> Response:
         """People, newest first; 'More' loads the next page as a fragment."""
         page = await people.list_people(request.user, after=after)
         block = "rows" if is_fragment_request(request) and after else None
-        return render(request, "backoffice/people.html", block=block, page=page, labels=LABELS)
+        return render(request, "backoffice/people.html", block=block, page=page, labels=LABELS,
+                      flash="The person was erased: their data key is destroyed." if erased else None)
 
     @post("/search", name="people-search")
     async def search(self, request: Request, data: Form) -> Response:
@@ -130,3 +131,13 @@ class PeopleController(Controller):
             return render(request, "backoffice/person.html", block="revealed", field=field, value=value,
                           labels=LABELS)
         return await self._detail(request, person_id, revealed={field: value})
+
+    @post("/{person_id:str}/erase", name="people-erase")
+    async def erase(self, request: Request, person_id: str, data: Form) -> Response:
+        """Erase a person for good (crypto-shredding); the word ERASE must be typed to confirm."""
+        pid = people.parse_id(person_id)
+        if data.get("confirm", "").strip().casefold() != "erase":
+            return await self._detail(request, person_id, status_code=422, erase_errors={
+                "confirm": "type ERASE to confirm; erasure cannot be undone"})
+        await people.erase_person(request.user, pid)
+        return Redirect("/people?erased=1", status_code=303)

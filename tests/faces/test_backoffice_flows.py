@@ -220,3 +220,16 @@ async def test_more_loads_the_next_people_as_table_rows_only(db: None) -> None:
     assert fragment.status_code == 200 and without_html_shell(fragment.text)
     assert fragment.text.lstrip().startswith("<tr>") and 'id="more-row"' not in fragment.text
     assert {uuid.UUID(i) for i in first_ids + rest_ids} == created
+
+
+async def test_erasing_needs_the_typed_word_and_then_removes_the_person(db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        refused = await post_form(client, f"/people/{person_id}/erase", {"confirm": "yes"}, csrf)
+        assert refused.status_code == 422
+        assert "type ERASE to confirm; erasure cannot be undone" in text_of(refused.text)
+        erased = await post_form(client, f"/people/{person_id}/erase", {"confirm": "ERASE"}, csrf)
+        assert erased.status_code == 303 and erased.headers["location"] == "/people?erased=1"
+        gone = await client.get(f"/people/{person_id}")
+    assert gone.status_code == 404

@@ -134,6 +134,10 @@ MATRIX: list[Entry] = [
           form={"body": "Called about the invoice."}),
     Entry("backoffice", "POST", "/people/{person_id:str}/reveal", SIGN_IN, SIGN_IN, SIGN_IN, denied("reveal"),
           ok(200, ("reveal", "crm_person"), PERSON_READ, NOTES_READ), form=REVEAL),
+    # Erasure: support may not (the policy refuses and records it); an admin erases after typing ERASE.
+    Entry("backoffice", "POST", "/people/{person_id:str}/erase", SIGN_IN, SIGN_IN, SIGN_IN, denied("erase"),
+          ok(303, ("erase", "crm_person"), location="/people?erased=1"), form={"confirm": "ERASE"},
+          no_role_is="support"),
     # The guard refuses before any data is touched, so nothing reaches the audit log.
     Entry("backoffice", "GET", "/audit", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
           ok(200, ("view", "audit_event")), no_role_is="support", allowed_is="compliance"),
