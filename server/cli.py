@@ -154,6 +154,24 @@ async def _rotate_index(field: str, batch: int) -> tuple[int, str, list[str]]:
     return done, active, removed
 
 
+def cmd_keys_status(args: argparse.Namespace) -> int:
+    """Key-encryption keys (from the vault) and the search-index keys each stored value names."""
+    code = keys_cli.cmd_status(args)
+    from server.gateway.indexing import index_key_usage
+
+    usage = asyncio.run(index_key_usage())
+    print(f"{'search index key':<20} {'active':<7} {'values':>10}")
+    provider = require_kernel().keys
+    for field, counts in usage.items():
+        active = provider.index_key(field)[0]
+        for key_id in sorted(set(counts) | {active}):
+            mark = "*" if key_id == active else ""
+            print(f"{key_id:<20} {mark:<7} {counts.get(key_id, 0):>10}")
+        if set(counts) - {active}:
+            print(f"{field} index rebuild unfinished; run `mutual keys rotate-index {field}`")
+    return code
+
+
 def cmd_keys_rotate_index(args: argparse.Namespace) -> int:
     refused = keys_cli.refuse_inline("rotate an index key")
     if refused is not None:
@@ -207,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
     key_commands = keys_cli.register(sub)
+    key_commands.choices["status"].set_defaults(func=cmd_keys_status)
     reindex = key_commands.add_parser("rotate-index", help="give a search index a new key and rebuild it "
                                       "in batches while the apps serve (resumes an unfinished run)")
     reindex.add_argument("field", choices=["email", "phone", "name"])

@@ -107,3 +107,18 @@ async def rebuild_index(field: str, *, batch: int = 500,
         done += len(rows)
         if progress is not None:
             progress(len(rows))
+
+
+async def index_key_usage() -> dict[str, dict[str, int]]:
+    """For each search index: how many stored values each key id made (for `mutual keys status`)."""
+    usage: dict[str, dict[str, int]] = {}
+    sources = {"email": ("crm_person", "email_index"), "phone": ("crm_person", "phone_index"),
+               "name": ("crm_person_token", "token_index")}
+    for field, (table, column) in sources.items():
+        rows = await raw(f"SELECT {column} AS value FROM {table} WHERE {column} IS NOT NULL")
+        counts: dict[str, int] = {}
+        for row in rows:
+            key_id = row["value"].split(":", 1)[0]
+            counts[key_id] = counts.get(key_id, 0) + 1
+        usage[field] = counts
+    return usage

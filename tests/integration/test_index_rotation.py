@@ -61,6 +61,12 @@ async def test_rotating_the_name_index_from_the_command_line_rebuilds_it_under_a
     # this process's provider follows the file: search keeps working with the new key
     assert await _found("name", "mustermann") == set(ids[:2])
     assert await _found("name", "beispiel") == set(ids[2:])
+    status = subprocess.run([sys.executable, "-m", "server.cli", "keys", "status"], cwd=REPO, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    lines = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line.strip()}
+    assert lines["name-2"][1:] == ["*", "14"]  # 7 people, two name words each
+    assert lines["email-1"][1:] == ["*", "7"] and "name-1" not in lines
     events = await raw("SELECT action, entity FROM audit_event WHERE action = 'rotate_index'")
     assert [(e["action"], e["entity"]) for e in events] == [("rotate_index", "index:name")]
 
