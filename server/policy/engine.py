@@ -24,6 +24,10 @@ class FieldSpec:
     encrypted: bool
     searchable: bool
     mask: str = "redact"
+    personal: bool = True
+    """False for technical columns (ids, timestamps, hashes) classified only to show they were looked at."""
+    retention: str | None = None
+    """Id of the retention.yml rule that says how long the value is kept."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,19 @@ class Purpose:
     legal_basis: str
     consent_required: bool
     description: str
+    recipients: tuple[str, ...] = ()
+    """Who receives the data for this purpose (GDPR Art. 30(1)(d))."""
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """How long data is kept (retention.yml): `keep_days` after `after`, then `action`."""
+
+    id: str
+    description: str
+    keep_days: int
+    after: str
+    action: str
 
 
 @dataclass(frozen=True)
@@ -108,8 +125,9 @@ class PolicySet:
 
     def __init__(self, *, version: str, fields: Mapping[str, Mapping[str, FieldSpec]],
                  purposes: Mapping[str, Purpose], roles: Iterable[str],
-                 rules: Iterable[Rule]) -> None:
+                 rules: Iterable[Rule], retention: Mapping[str, RetentionRule] | None = None) -> None:
         self.version = version
+        self._retention = dict(retention or {})
         self._fields = {table: dict(specs) for table, specs in fields.items()}
         self._purposes = dict(purposes)
         self._roles = frozenset(roles)
@@ -127,6 +145,10 @@ class PolicySet:
     @property
     def roles(self) -> frozenset[str]:
         return self._roles
+
+    @property
+    def retention(self) -> dict[str, RetentionRule]:
+        return dict(self._retention)
 
     def fields(self, table: str) -> dict[str, FieldSpec]:
         """The personal fields of ``table``; KeyError names the known tables if it has none."""

@@ -13,9 +13,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from server.policy.engine import ANY, FieldSpec, PolicySet, Purpose, Rule, category_matches
+from server.policy.engine import ANY, FieldSpec, PolicySet, Purpose, RetentionRule, Rule, category_matches
 
-FILES = ("access.yml", "fields.yml", "purposes.yml")
+FILES = ("access.yml", "fields.yml", "purposes.yml", "retention.yml")
 SUBJECT_ROLE = "customer"  # the data subject acting in the portal; its rules must use scope self
 
 PathItem = str | int
@@ -202,11 +202,33 @@ def _version(docs: Iterable[_Document]) -> str:
     return digest.hexdigest()
 
 
-def _build_fields(doc: _Document) -> dict[str, dict[str, FieldSpec]]:
-    return {
-        table: {name: FieldSpec(**spec) for name, spec in columns.items()}
-        for table, columns in doc.data["tables"].items()
-    }
+def _build_fields(doc: _Document, retention: dict[str, RetentionRule]) -> dict[str, dict[str, FieldSpec]]:
+    fields: dict[str, dict[str, FieldSpec]] = {}
+    for table, columns in doc.data["tables"].items():
+        fields[table] = {}
+        for name, spec in columns.items():
+            rule = spec.get("retention")
+            if rule is not None and rule not in retention:
+                raise doc.error(("tables", table, name, "retention"), f"unknown retention rule '{rule}'",
+                                f"known rules in retention.yml: {', '.join(retention)}")
+            if spec.get("personal", True) and rule is None:
+                raise doc.error(("tables", table, name), f"personal field {table}.{name} has no retention rule",
+                                "add retention: <rule id from retention.yml>, or personal: false if it is not "
+                                "personal data")
+            fields[table][name] = FieldSpec(**spec)
+    return fields
+
+
+def _build_retention(doc: _Document) -> dict[str, RetentionRule]:
+    rules: dict[str, RetentionRule] = {}
+    units = {"days": 1, "months": 30, "years": 365}
+    for i, r in enumerate(doc.data["rules"]):
+        if r["id"] in rules:
+            raise doc.error(("rules", i, "id"), f"duplicate retention rule id '{r['id']}'",
+                            "give each rule its own id")
+        days = sum(units[unit] * amount for unit, amount in r["keep"].items())
+        rules[r["id"]] = RetentionRule(r["id"], r["description"], days, r["after"], r["action"])
+    return rules
 
 
 def _build_purposes(doc: _Document) -> dict[str, Purpose]:
@@ -216,7 +238,7 @@ def _build_purposes(doc: _Document) -> dict[str, Purpose]:
             raise doc.error(("purposes", i, "id"), f"duplicate purpose id '{p['id']}'",
                             "give each purpose its own id")
         purposes[p["id"]] = Purpose(p["id"], p["title"]["de"], p["title"]["en"], p["legal_basis"],
-                                    p["consent_required"], p["description"])
+                                    p["consent_required"], p["description"], tuple(p.get("recipients", ())))
     return purposes
 
 
@@ -272,8 +294,9 @@ def load_policies(directory: Path) -> PolicySet:
     docs = {name: _parse(directory, name) for name in FILES}
     for doc in docs.values():
         _validate(doc, directory / "schema")
-    fields = _build_fields(docs["fields.yml"])
+    retention = _build_retention(docs["retention.yml"])
+    fields = _build_fields(docs["fields.yml"], retention)
     purposes = _build_purposes(docs["purposes.yml"])
     roles, rules = _build_rules(docs["access.yml"], fields, purposes)
     return PolicySet(version=_version(docs.values()), fields=fields, purposes=purposes,
-                     roles=roles, rules=rules)
+                     roles=roles, rules=rules, retention=retention)

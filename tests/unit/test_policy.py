@@ -32,9 +32,11 @@ def _copy(tmp_path: Path) -> Path:
 
 
 def test_the_real_policies_load(policies: PolicySet) -> None:
-    assert policies.tables == {"crm_person", "crm_note"}
+    assert {"crm_person", "crm_note", "audit_event", "identity_session"} <= policies.tables
     assert policies.fields("crm_person")["birth_date"] == FieldSpec(
-        "identity.birth_date", "high", encrypted=True, searchable=False, mask="year_only")
+        "identity.birth_date", "high", encrypted=True, searchable=False, mask="year_only",
+        retention="sensitive-identity")
+    assert policies.retention["audit-trail"].keep_days == 6 * 365
     assert policies.fields("crm_note")["body"].mask == "redact"
     assert policies.purposes["self_service"].legal_basis == "contract"
     assert len(policies.version) == 64
