@@ -37,6 +37,8 @@ class Settings:
     several people at this size (CipherSweet's rule). Changing it needs `mutual keys rotate-index`."""
     phone_region: str
     """Region for phone numbers written without a country code (E.164 normalisation)."""
+    reveal_minutes: int
+    """How long a revealed sensitive field stays visible to the member of staff who revealed it."""
 
     @property
     def is_postgres(self) -> bool:
@@ -72,4 +74,5 @@ def get_settings() -> Settings:
         signin_window_minutes=int(os.environ.get("MUTUAL_SIGNIN_WINDOW_MINUTES", "15")),
         expected_people=int(os.environ.get("MUTUAL_EXPECTED_PEOPLE", "100000")),
         phone_region=os.environ.get("MUTUAL_PHONE_REGION", "DE"),
+        reveal_minutes=int(os.environ.get("MUTUAL_REVEAL_MINUTES", "10")),
     )

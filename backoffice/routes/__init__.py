@@ -6,6 +6,7 @@ from typing import Any
 
 from backoffice.routes.audit import AuditController
 from backoffice.routes.people import PeopleController, home
+from backoffice.routes.records import RecordsController
 from server.identity.service import staff_sign_in
 from server.web import signin_handlers
 
@@ -16,4 +17,5 @@ def route_handlers() -> list[Any]:
         home,
         PeopleController,
         AuditController,
+        RecordsController,
     ]

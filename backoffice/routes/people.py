@@ -130,7 +130,8 @@ class PeopleController(Controller):
         if is_fragment_request(request):
             return render(request, "backoffice/person.html", block="revealed", field=field, value=value,
                           labels=LABELS)
-        return await self._detail(request, person_id, revealed={field: value})
+        # The reveal lasts a few minutes for this member of staff: the person page now shows it.
+        return Redirect(f"/people/{pid}#reveal-{field}", status_code=303)
 
     @post("/{person_id:str}/erase", name="people-erase")
     async def erase(self, request: Request, person_id: str, data: Form) -> Response:

@@ -45,3 +45,14 @@ class PersonToken(Table, tablename="crm_person_token"):
 
     person = ForeignKey(references=Person, index=True)
     token_index = Varchar(length=64, index=True, help_text="Truncated blind index of one normalised name token.")
+
+
+class RevealGrant(Table, tablename="crm_reveal_grant"):
+    """A member of staff may see one sensitive field of one person unmasked until `expires_at`.
+
+    Made by a reveal with a reason (audited); the value itself is never stored here."""
+
+    staff_id = UUID(index=True)
+    person = ForeignKey(references=Person, index=True)
+    field = Varchar(length=64)
+    expires_at = Timestamptz()

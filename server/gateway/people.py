@@ -9,7 +9,7 @@ from typing import Any
 
 from server.actor import Actor
 from server.audit.chain import Entry, append
-from server.crm.tables import Note, Person, PersonToken
+from server.crm.tables import Note, Person, PersonToken, RevealGrant
 from server.gateway import indexing
 from server.db import insert_many, raw, write_transaction
 from server.errors import Invalid, NotFound, PolicyDenied
@@ -141,9 +141,33 @@ async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Rec
         if not rows:
             raise NotFound("No person with this id; they may have been erased.")
         row = rows[0]
+        revealed = await _apply_reveal_grants(actor, purpose, person_id, decisions)
         await _audit(actor, Entry(action="read", entity=PERSON, purpose=purpose,
                                   subjects=(str(row["pseudonym"]),), fields=_summary(decisions)))
-    return _person_record(row, keys_from_rows(get_kernel().keys, rows), decisions)
+    record = _person_record(row, keys_from_rows(get_kernel().keys, rows), decisions)
+    record.extra["revealed_until"] = revealed
+    return record
+
+
+async def _apply_reveal_grants(actor: Actor, purpose: str, person_id: uuid.UUID,
+                               decisions: dict[str, FieldDecision]) -> dict[str, dt.datetime]:
+    """Masked fields this member of staff revealed a short while ago are shown in full until the grant
+    ends, as long as the policy still lets them reveal the field; the audit event names the grant."""
+    masked = [f for f, d in decisions.items() if d.effect == "mask"]
+    if actor.kind != "staff" or not masked or not _is_uuid(actor.id):
+        return {}
+    grants = await RevealGrant.select(RevealGrant.field, RevealGrant.expires_at).where(
+        (RevealGrant.staff_id == uuid.UUID(actor.id)) & (RevealGrant.person == person_id)
+        & (RevealGrant.expires_at > _now()) & RevealGrant.field.is_in(masked))
+    if not grants:
+        return {}
+    still = _decide(actor, "reveal", purpose, PERSON, [g["field"] for g in grants], person_id)
+    revealed = {}
+    for grant in grants:
+        if still[grant["field"]].effect == "allow":
+            decisions[grant["field"]] = FieldDecision("allow", f"reveal-grant by {still[grant['field']].rule}")
+            revealed[grant["field"]] = grant["expires_at"]
+    return revealed
 
 
 def _cursor(row: Mapping[str, Any]) -> str:
@@ -334,6 +358,13 @@ async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, fiel
             raise NotFound("No person with this id; they may have been erased.")
         await _audit(actor, Entry(action="reveal", entity=PERSON, purpose=purpose, reason=reason.strip()[:200],
                                   subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
+        if actor.kind == "staff" and _is_uuid(actor.id):
+            staff_id = uuid.UUID(actor.id)
+            await RevealGrant.delete().where((RevealGrant.staff_id == staff_id) & (RevealGrant.person == person_id)
+                                             & (RevealGrant.field == field))
+            await RevealGrant.insert(RevealGrant(
+                staff_id=staff_id, person=person_id, field=field,
+                expires_at=_now() + dt.timedelta(minutes=get_settings().reveal_minutes)))
         keys = await load_data_keys(get_kernel().keys, [person_id])
     token = rows[0][field]
     if token is None or person_id not in keys:
@@ -424,4 +455,5 @@ async def shred_subjects(person_ids: Sequence[uuid.UUID]) -> None:
         await shred_subject_keys(person_ids)
         await Note.delete().where(Note.person.is_in(list(person_ids)))
         await PersonToken.delete().where(PersonToken.person.is_in(list(person_ids)))
+        await RevealGrant.delete().where(RevealGrant.person.is_in(list(person_ids)))
         await Person.delete().where(Person.id.is_in(list(person_ids)))

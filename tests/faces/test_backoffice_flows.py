@@ -176,15 +176,17 @@ async def test_revealing_with_a_reason_shows_the_full_birth_date_as_an_htmx_frag
     assert list(events[0].fields) == ["birth_date"]
 
 
-async def test_revealing_without_htmx_shows_the_whole_person_page_with_the_value(db: None) -> None:
+async def test_revealing_without_htmx_returns_to_the_person_page_showing_the_value_for_a_while(db: None) -> None:
     person_id = await make_person(ERIKA)
     async with face_client("backoffice") as client:
         csrf = await _admin(client)
         response = await post_form(client, f"/people/{person_id}/reveal",
                                    {"field": "birth_date", "reason_code": REASON}, csrf)
-    assert response.status_code == 200
-    assert "<html" in response.text and "1964-08-12" in response.text
-    assert "(revealed; this was recorded)" in text_of(response.text)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/people/{person_id}#reveal-birth_date"
+        page = await client.get(f"/people/{person_id}")
+    assert "<html" in page.text and "1964-08-12" in page.text
+    assert "(revealed until" in text_of(page.text)
 
 
 async def test_adding_a_note_shows_it_on_the_person_page(db: None) -> None:

@@ -133,7 +133,7 @@ MATRIX: list[Entry] = [
           denied("create", "crm_note"), ok(303, ("create", "crm_note"), location="/people/*"),
           form={"body": "Called about the invoice."}),
     Entry("backoffice", "POST", "/people/{person_id:str}/reveal", SIGN_IN, SIGN_IN, SIGN_IN, denied("reveal"),
-          ok(200, ("reveal", "crm_person"), PERSON_READ, NOTES_READ), form=REVEAL),
+          ok(303, ("reveal", "crm_person"), location="/people/*"), form=REVEAL),
     # Erasure: support may not (the policy refuses and records it); an admin erases after typing ERASE.
     Entry("backoffice", "POST", "/people/{person_id:str}/erase", SIGN_IN, SIGN_IN, SIGN_IN, denied("erase"),
           ok(303, ("erase", "crm_person"), location="/people?erased=1"), form={"confirm": "ERASE"},
@@ -141,6 +141,11 @@ MATRIX: list[Entry] = [
     # The guard refuses before any data is touched, so nothing reaches the audit log.
     Entry("backoffice", "GET", "/audit", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
           ok(200, ("view", "audit_event")), no_role_is="support", allowed_is="compliance"),
+    # The record of processing holds no personal data, but who viewed or exported it is recorded.
+    Entry("backoffice", "GET", "/records", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
+          ok(200, ("view", "processing_record")), no_role_is="support", allowed_is="compliance"),
+    Entry("backoffice", "GET", "/records/download", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
+          ok(200, ("export", "processing_record")), no_role_is="support", allowed_is="compliance"),
     # ---- portal: the allowed case is the customer on their own data; a staff cookie is ignored.
     Entry("portal", "GET", "/healthz", PAGE, PAGE, PAGE, PAGE, None, guarded=False),
     Entry("portal", "GET", "/signin", PAGE, Expect(303, "/profile"), Expect(303, "/profile"), PAGE, None,

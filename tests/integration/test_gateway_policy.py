@@ -127,3 +127,27 @@ async def test_a_record_repr_shows_no_value(db: None) -> None:
         assert value not in shown
     assert "1964" not in shown
     assert "given_name" in shown
+
+
+async def test_a_reveal_shows_the_field_to_that_member_of_staff_for_a_limited_time_only(
+        db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from server.gateway import people as gateway_people
+
+    sales, other = staff("sales"), staff("sales")
+    pid = await gateway.create_person(staff("admin"), purpose="customer_service", values=ERIKA)
+    assert (await gateway.get_person(sales, purpose="customer_service", person_id=pid)).is_masked("birth_date")
+    await gateway.reveal_field(sales, purpose="customer_service", person_id=pid, field="birth_date",
+                               reason="Identity check requested by the customer")
+    shown = await gateway.get_person(sales, purpose="customer_service", person_id=pid)
+    assert shown["birth_date"] == "1964-08-12" and not shown.is_masked("birth_date")
+    assert "birth_date" in shown.extra["revealed_until"]
+    events = await raw("SELECT fields FROM audit_event WHERE action = 'read' ORDER BY seq DESC LIMIT 1")
+    assert "allow by reveal-grant by staff-reveal-birth-date" in events[0]["fields"]
+    # another member of staff still sees the mask
+    assert (await gateway.get_person(other, purpose="customer_service", person_id=pid)).is_masked("birth_date")
+    # and once the grant has run out, so does the one who revealed it
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=11)
+    monkeypatch.setattr(gateway_people, "_now", lambda: later)
+    assert (await gateway.get_person(sales, purpose="customer_service", person_id=pid)).is_masked("birth_date")
