@@ -19,6 +19,8 @@ class Actor:
     """For a customer: the person they are."""
     display: str = ""
     """Staff handle, shown in the backoffice."""
+    team: str | None = None
+    """Staff: the team whose people they serve (record scope "team")."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.actor import system_actor
+from server.actor import Actor, system_actor
 from server.crm import organisations
 from server.crm import service as people
 from server.identity.service import create_customer_account, create_staff, has_staff_accounts
@@ -15,6 +15,7 @@ STAFF = [
     ("support", "support", "mutual-support-demo"),
     ("compliance", "compliance", "mutual-compliance-demo"),
 ]
+TEAM = "service"  # sales and support serve the two customers; the other people are nobody's yet
 CUSTOMERS = [
     {"given_name": "Erika", "family_name": "Mustermann", "email": "erika.mustermann@example.org",
      "phone": "+49 30 1234567", "address": "Heidestraße 17\n51147 Köln", "birth_date": "1964-08-12"},
@@ -47,13 +48,17 @@ async def seed_demo() -> bool:
     if await has_staff_accounts():
         return False
     actor = system_actor("seed")
+    ids = {}
     for username, role, password in STAFF:
-        await create_staff(username, password, [role])
+        ids[role] = await create_staff(username, password, [role], team=TEAM if role in ("sales", "support") else None)
+    # The customers are the sales demo account's own, served by the support team.
+    owner = Actor(kind="staff", id=str(ids["sales"]), face="cli", roles=frozenset({"sales"}), display="sales",
+                  team=TEAM)
     orgs = [await organisations.create(name) for name in ORGANISATIONS]
     for i, (values, password) in enumerate(zip(CUSTOMERS, CUSTOMER_PASSWORDS)):
-        person_id = await people.create_person(actor, values, organisation_id=orgs[i % len(orgs)])
+        person_id = await people.create_person(owner, values, organisation_id=orgs[i % len(orgs)])
         await create_customer_account(person_id, values["email"], password)
-        await people.add_note(actor, person_id, "Prefers email. Asked about the new service plan.")
+        await people.add_note(owner, person_id, "Prefers email. Asked about the new service plan.")
     for i, values in enumerate(OTHERS):
         person_id = await people.create_person(actor, values, organisation_id=orgs[(i + 1) % len(orgs)])
         await people.add_note(actor, person_id, "Met at the trade fair.")

@@ -18,6 +18,10 @@ class Person(Table, tablename="crm_person"):
     id = UUID(primary_key=True)
     pseudonym = UUID(unique=True, help_text="Stands for the person in audit events.")
     organisation = ForeignKey(references=Organisation, null=True)
+    owner_id = UUID(null=True, default=None, index=True,
+                    help_text="The staff account that owns the relationship (record scope 'assigned').")
+    team = Varchar(length=64, null=True, default=None, index=True,
+                   help_text="The staff team that serves this person (record scope 'team').")
     given_name = Text(null=True, default=None, secret=True)
     family_name = Text(null=True, default=None, secret=True)
     email = Text(null=True, default=None, secret=True)

@@ -43,13 +43,45 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _decide(actor: Actor, action: str, purpose: str, table: str, fields: Iterable[str],
-            subject: uuid.UUID | None) -> dict[str, FieldDecision]:
+async def _decide(actor: Actor, action: str, purpose: str, table: str, fields: Iterable[str],
+                  subject: uuid.UUID | None, relations: frozenset[str] | None = None) -> dict[str, FieldDecision]:
+    """Per-field decisions. For one person (`subject`), a member of staff's relation to them
+    (owner, team) is read first, so scope-limited rules apply only to their own people."""
     is_self = subject is not None and actor.is_self(subject)
+    if relations is None:
+        relations = await _relations(actor, subject) if subject is not None else frozenset()
     return get_kernel().policies.decide(
         roles=actor.roles or frozenset({actor.kind}), is_self=is_self, action=action,
-        purpose=purpose, table=table, fields=fields,
+        purpose=purpose, table=table, fields=fields, relations=relations,
     )
+
+
+async def _relations(actor: Actor, person_id: uuid.UUID) -> frozenset[str]:
+    if actor.kind != "staff":
+        return frozenset()
+    rows = await raw("SELECT owner_id, team FROM crm_person WHERE id = {}", person_id)
+    if not rows:
+        return frozenset()
+    owner, team = rows[0]["owner_id"], rows[0]["team"]
+    return frozenset({"assigned"} if owner is not None and str(owner) == actor.id else set()) | frozenset(
+        {"team"} if team is not None and actor.team is not None and team == actor.team else set())
+
+
+def _reach(actor: Actor, action: str, purpose: str, fields: Iterable[str]) -> tuple[str, list[Any], frozenset[str]]:
+    """The SQL condition that keeps a list or search to the people this actor may see at all
+    (record scope, in the query itself), its arguments, and the relations it grants."""
+    reach = get_kernel().policies.reach(roles=actor.roles or frozenset({actor.kind}), action=action,
+                                        purpose=purpose, table=PERSON, fields=fields)
+    if "all" in reach:
+        return "1 = 1", [], frozenset()
+    clauses, args = [], []
+    if "assigned" in reach and _is_uuid(actor.id):
+        clauses.append("p.owner_id = {}")
+        args.append(uuid.UUID(actor.id))
+    if "team" in reach and actor.team:
+        clauses.append("p.team = {}")
+        args.append(actor.team)
+    return ("(" + " OR ".join(clauses) + ")" if clauses else "1 = 0"), args, reach
 
 
 def _summary(decisions: Mapping[str, FieldDecision]) -> dict[str, str]:
@@ -132,7 +164,7 @@ async def person_pseudonym(actor: Actor, person_id: uuid.UUID) -> str:
 
 
 async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Record:
-    decisions = _decide(actor, "read", purpose, PERSON, PERSON_FIELDS, person_id)
+    decisions = await _decide(actor, "read", purpose, PERSON, PERSON_FIELDS, person_id)
     visible = _visible(decisions)
     if not visible:
         raise await _denied(actor, "read", PERSON, purpose, decisions, person_id)
@@ -161,7 +193,7 @@ async def _apply_reveal_grants(actor: Actor, purpose: str, person_id: uuid.UUID,
         & (RevealGrant.expires_at > _now()) & RevealGrant.field.is_in(masked))
     if not grants:
         return {}
-    still = _decide(actor, "reveal", purpose, PERSON, [g["field"] for g in grants], person_id)
+    still = await _decide(actor, "reveal", purpose, PERSON, [g["field"] for g in grants], person_id)
     revealed = {}
     for grant in grants:
         if still[grant["field"]].effect == "allow":
@@ -184,14 +216,16 @@ def _parse_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 
 async def list_people(actor: Actor, *, purpose: str, after: str | None = None, limit: int = 25) -> Page:
     """Newest first, keyset paged on (created_at, id); one audit event names the page's subjects."""
-    decisions = _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None)
+    scope, args, reach = _reach(actor, "read", purpose, LIST_FIELDS)
+    decisions = await _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None, reach)
     visible = _visible(decisions)
     if not visible:
         raise await _denied(actor, "list", PERSON, purpose, decisions)
-    where, args = "1 = 1", []
+    where = scope
     if after:
         at, rid = _parse_cursor(after)
-        where, args = "(p.created_at, p.id) < ({}, {})", [at, rid]  # row values use crm_person_keyset
+        where += " AND (p.created_at, p.id) < ({}, {})"  # row values use crm_person_keyset
+        args = [*args, at, rid]
     sql = _person_query(visible, where) + f" ORDER BY p.created_at DESC, p.id DESC LIMIT {int(limit) + 1}"
     async with write_transaction():
         rows = await raw(sql, *args)
@@ -207,9 +241,10 @@ async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> 
     """Search by email, phone or name through blind indexes; every candidate is confirmed by
     decrypting it, so a truncated index (shared by several people) never returns a wrong person.
     A name query matches people whose names hold every token of the query."""
-    decisions = _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None)
+    scope, scope_args, reach = _reach(actor, "read", purpose, LIST_FIELDS)
+    decisions = await _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None, reach)
     searched = ["email"] if field == "email" else ["phone"] if field == "phone" else list(indexing.NAME_FIELDS)
-    probe = _decide(actor, "read", purpose, PERSON, searched, None)
+    probe = await _decide(actor, "read", purpose, PERSON, searched, None, reach)
     if any(d.effect == "deny" for d in probe.values()):
         raise await _denied(actor, "search", PERSON, purpose, probe)
     fields = list(dict.fromkeys([*_visible(decisions), *searched]))
@@ -237,7 +272,7 @@ async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> 
             return set(tokens) <= name_tokens(*(plain.get(f) for f in indexing.NAME_FIELDS))
     async with write_transaction():
         # No ORDER BY: the planner must use the index lookup, not walk the keyset index by date.
-        rows = await raw(_person_query(fields, where) + " LIMIT 200", *args)
+        rows = await raw(_person_query(fields, f"{scope} AND {where}") + " LIMIT 200", *scope_args, *args)
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         keys = keys_from_rows(get_kernel().keys, rows)
         confirmed = []
@@ -290,7 +325,8 @@ async def import_people(actor: Actor, *, purpose: str, rows: Sequence[Mapping[st
     unknown = set(fields) - set(PERSON_FIELDS)
     if unknown:
         raise Invalid({f: "not a field of a person" for f in sorted(unknown)})
-    decisions = _decide(actor, "write", purpose, PERSON, fields, None)
+    # What a member of staff creates is theirs and their team's.
+    decisions = await _decide(actor, "write", purpose, PERSON, fields, None, frozenset({"assigned", "team"}))
     if not _check_write(decisions):
         raise await _denied(actor, action, PERSON, purpose, decisions)
     orgs = list(organisation_ids) if organisation_ids is not None else [None] * len(rows)
@@ -299,12 +335,14 @@ async def import_people(actor: Actor, *, purpose: str, rows: Sequence[Mapping[st
     now = _now()
     async with write_transaction():
         keys = await create_subject_keys(get_kernel().keys, ids)
-        columns = ["id", "pseudonym", "organisation", "created_at", "updated_at", *PERSON_FIELDS,
-                   "email_index", "phone_index"]
+        owner = uuid.UUID(actor.id) if actor.kind == "staff" and _is_uuid(actor.id) else None
+        columns = ["id", "pseudonym", "organisation", "owner_id", "team", "created_at", "updated_at",
+                   *PERSON_FIELDS, "email_index", "phone_index"]
         people, tokens = [], []
         for pid, pseudonym, org, values in zip(ids, pseudonyms, orgs, rows):
             sealed = _sealed(keys[pid], pid, values)
-            people.append((pid, pseudonym, org, now, now, *[sealed.get(c) for c in columns[5:]]))
+            people.append((pid, pseudonym, org, owner, actor.team, now, now,
+                           *[sealed.get(c) for c in columns[7:]]))
             tokens.extend(indexing.token_rows(pid, values))
         await insert_many(Person._meta.tablename, columns, people)
         await insert_many(PersonToken._meta.tablename, ["person", "token_index"], tokens)
@@ -320,7 +358,7 @@ async def update_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
         raise Invalid({f: "not a field of a person" for f in sorted(unknown)})
     if not changes:
         return
-    decisions = _decide(actor, "write", purpose, PERSON, changes.keys(), person_id)
+    decisions = await _decide(actor, "write", purpose, PERSON, changes.keys(), person_id)
     if not _check_write(decisions):
         raise await _denied(actor, "update", PERSON, purpose, decisions, person_id)
     async with write_transaction():
@@ -349,7 +387,7 @@ async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, fiel
         raise Invalid({"field": f"'{field}' is not a field of a person"})
     if not reason.strip():
         raise Invalid({"reason": "say why you need to see this value; the reason is recorded"})
-    decisions = _decide(actor, "reveal", purpose, PERSON, [field], person_id)
+    decisions = await _decide(actor, "reveal", purpose, PERSON, [field], person_id)
     if decisions[field].effect != "allow":
         raise await _denied(actor, "reveal", PERSON, purpose, decisions, person_id)
     async with write_transaction():
@@ -373,7 +411,7 @@ async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, fiel
 
 
 async def add_note(actor: Actor, *, purpose: str, person_id: uuid.UUID, body: str) -> uuid.UUID:
-    decisions = _decide(actor, "write", purpose, NOTE, ["body"], person_id)
+    decisions = await _decide(actor, "write", purpose, NOTE, ["body"], person_id)
     if not _check_write(decisions):
         raise await _denied(actor, "create", NOTE, purpose, decisions, person_id)
     note_id = uuid.uuid4()
@@ -405,7 +443,7 @@ def _note_key(keys: Mapping[uuid.UUID, DataKey], person_id: uuid.UUID) -> DataKe
 
 
 async def list_notes(actor: Actor, *, purpose: str, person_id: uuid.UUID, limit: int = 50) -> list[Record]:
-    decisions = _decide(actor, "read", purpose, NOTE, ["body"], person_id)
+    decisions = await _decide(actor, "read", purpose, NOTE, ["body"], person_id)
     if not _visible(decisions):
         raise await _denied(actor, "read", NOTE, purpose, decisions, person_id)
     async with write_transaction():
@@ -434,7 +472,7 @@ async def erase_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
     `also` runs in the same transaction (other areas' records of the person, e.g. accounts).
     The audit event keeps only the pseudonym, whose link to the person goes with the row.
     """
-    decisions = _decide(actor, "erase", purpose, PERSON, PERSON_FIELDS, person_id)
+    decisions = await _decide(actor, "erase", purpose, PERSON, PERSON_FIELDS, person_id)
     if not _check_write(decisions):
         raise await _denied(actor, "erase", PERSON, purpose, decisions, person_id)
     async with write_transaction():

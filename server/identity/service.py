@@ -128,7 +128,7 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
 def staff_actor(account: dict, request_id: str) -> Actor:
     roles = frozenset(r.strip() for r in account["roles"].split(",") if r.strip())
     return Actor(kind="staff", id=str(account["id"]), face="backoffice", roles=roles,
-                 display=account["username"], request_id=request_id)
+                 display=account["username"], team=account.get("team"), request_id=request_id)
 
 
 def customer_actor(account: dict, request_id: str) -> Actor:
@@ -138,7 +138,7 @@ def customer_actor(account: dict, request_id: str) -> Actor:
 
 
 _SESSION_QUERIES = {
-    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.username, a.roles "
+    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.username, a.roles, a.team "
                   "FROM identity_session s JOIN identity_staff_account a ON a.id = s.account_id "
                   "WHERE s.token_hash = {} AND s.face = 'backoffice' AND a.active",
     "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.person_id "
@@ -179,14 +179,15 @@ async def has_staff_accounts() -> bool:
     return await StaffAccount.exists()
 
 
-async def create_staff(username: str, password: str, roles: list[str]) -> uuid.UUID:
+async def create_staff(username: str, password: str, roles: list[str], team: str | None = None) -> uuid.UUID:
     known = get_kernel().policies.roles - {"customer"}
     bad = [r for r in roles if r not in known]
     if bad:
         raise Invalid({"roles": f"unknown role(s) {', '.join(bad)}; known: {', '.join(sorted(known))}"})
     account_id = uuid.uuid4()
     await StaffAccount.insert(StaffAccount(id=account_id, username=username.strip().casefold(),
-                                           roles=",".join(roles), password_hash=await hash_password(password),
+                                           roles=",".join(roles), team=team,
+                                           password_hash=await hash_password(password),
                                            created_at=_now()))
     return account_id
 

@@ -10,6 +10,7 @@ class StaffAccount(Table, tablename="identity_staff_account"):
     id = UUID(primary_key=True)
     username = Varchar(length=64, unique=True, help_text="Sign-in name (a handle, not personal data).")
     roles = Varchar(length=200, help_text="Comma-separated roles from policies/access.yml.")
+    team = Varchar(length=64, null=True, default=None, help_text="The team whose people this account serves.")
     password_hash = Text(secret=True, help_text="argon2id hash.")
     active = Boolean(default=True)
     created_at = Timestamptz()

@@ -17,7 +17,7 @@ def format_matrix(rows: list[MatrixRow], roles: list[str]) -> list[str]:
     """A text table per table: a row per field, a column per role."""
     lines: list[str] = []
     width = max([len("field"), *(len(r.field) for r in rows)])
-    columns = [max(len(role), 5) for role in roles]
+    columns = [max([len(role), *(len(str(r.cells[role])) for r in rows)]) for role in roles]
     table = None
     for row in rows:
         if row.table != table:
@@ -26,7 +26,7 @@ def format_matrix(rows: list[MatrixRow], roles: list[str]) -> list[str]:
             lines.append(table)
             lines.append("  " + " ".join([f"{'field':<{width}}", *(f"{r:<{w}}" for r, w in zip(roles, columns))])
                          .rstrip())
-        cells = (f"{row.cells[role].effect:<{w}}" for role, w in zip(roles, columns))
+        cells = (f"{row.cells[role]!s:<{w}}" for role, w in zip(roles, columns))
         lines.append("  " + " ".join([f"{row.field:<{width}}", *cells]).rstrip())
     return lines
 
@@ -37,8 +37,8 @@ def _running_version(current: PolicySet, schemas: Path) -> list[str]:
     except ValueError as exc:
         return [f"running version unknown: {exc}"]
     if snapshot is None:
-        return [f"no running version recorded yet ({snapshot_path()} appears when the portal or the "
-                "backoffice starts)"]
+        return [(f"no running version recorded yet ({snapshot_path()} appears when the portal or the "
+                 "backoffice starts)")]
     loaded = snapshot.loaded_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = [f"running version {snapshot.version[:12]} (loaded {loaded})"]
     try:
@@ -66,8 +66,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"policies in {directory}: valid (version {policies.version[:12]})")
     print()
-    print("Who may read each personal field: each role under its most permissive purpose "
-          "(the customer on their own record)")
+    print("Who may read each personal field: each role under its most permissive purpose; (assigned) or "
+          "(team): only on the people they own or their team serves; the customer on their own record")
     for line in format_matrix(matrix(policies), ordered_roles(policies)):
         print(line)
     print()

@@ -78,11 +78,11 @@ class Rule:
     fields: frozenset[str]
     categories: tuple[str, ...]
     effect: Effect
-    scope: Literal["self", "all"]
+    scope: Literal["self", "assigned", "team", "all"]
     priority: int
 
     def matches(self, roles: Iterable[str], is_self: bool, action: str, purpose: str,
-                table: str, field: str, spec: FieldSpec) -> bool:
+                table: str, field: str, spec: FieldSpec, relations: frozenset[str] = frozenset()) -> bool:
         return (
             not self.roles.isdisjoint(roles)
             and action in self.actions
@@ -90,7 +90,7 @@ class Rule:
             and table in self.tables
             and (ANY in self.fields or field in self.fields
                  or any(category_matches(c, spec.category) for c in self.categories))
-            and (self.scope == "all" or is_self)
+            and (self.scope == "all" or (self.scope == "self" and is_self) or self.scope in relations)
         )
 
 
@@ -158,23 +158,44 @@ class PolicySet:
         return dict(self._fields[table])
 
     def decide(self, *, roles: frozenset[str], is_self: bool, action: str, purpose: str,
-               table: str, fields: Iterable[str]) -> dict[str, FieldDecision]:
-        """One decision per field, in the order given; unknown purpose, table or field: deny."""
+               table: str, fields: Iterable[str], relations: frozenset[str] = frozenset(),
+               ) -> dict[str, FieldDecision]:
+        """One decision per field, in the order given; unknown purpose, table or field: deny.
+
+        `relations` says how the acting member of staff relates to the record: "assigned" (they
+        own it), "team" (their team serves it). Rules with that scope apply only then.
+        """
         specs = self._fields.get(table, {})
         known_purpose = purpose in self._purposes
         decisions: dict[str, FieldDecision] = {}
         for field in fields:
             spec = specs.get(field)
             decisions[field] = (
-                self._decide_one(roles, is_self, action, purpose, table, field, spec)
+                self._decide_one(roles, is_self, action, purpose, table, field, spec, relations)
                 if spec is not None and known_purpose else DEFAULT_DENY
             )
         return decisions
 
+    def reach(self, *, roles: frozenset[str], action: str, purpose: str, table: str,
+              fields: Iterable[str]) -> frozenset[str]:
+        """Which records the role may act on at all: {"all"}, or some of {"assigned", "team"}, or
+        nothing. Queries filter by it, so records out of scope are never read."""
+        fields = list(fields)
+
+        def grants(relations: frozenset[str]) -> bool:
+            return any(d.effect != "deny" for d in self.decide(
+                roles=roles, is_self=False, action=action, purpose=purpose, table=table, fields=fields,
+                relations=relations).values())
+
+        if grants(frozenset()):
+            return frozenset({"all"})
+        return frozenset(r for r in ("assigned", "team") if grants(frozenset({r})))
+
     def _decide_one(self, roles: frozenset[str], is_self: bool, action: str, purpose: str,
-                    table: str, field: str, spec: FieldSpec) -> FieldDecision:
+                    table: str, field: str, spec: FieldSpec,
+                    relations: frozenset[str] = frozenset()) -> FieldDecision:
         for rule in self._rules:
-            if rule.matches(roles, is_self, action, purpose, table, field, spec):
+            if rule.matches(roles, is_self, action, purpose, table, field, spec, relations):
                 # High fields are masked on a staff read; the subject reading their own
                 # record (a scope-self rule) sees them, and "reveal" shows them in full.
                 if (rule.effect == "allow" and action == "read" and spec.sensitivity == "high"

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from server.policy.engine import PolicySet
-from server.policy.report import is_self_for, ordered_roles, personal_fields, personal_tables
+from server.policy.report import contexts_for, decide, ordered_roles, personal_fields, personal_tables
 
 CONTROLLER = "the business running this Mutual instance"
 SUBJECTS = "customers and contacts (crm_person)"
@@ -23,15 +23,16 @@ CSV_HEADER = ("purpose", "title_en", "title_de", "legal_basis", "legal_basis_art
 
 
 def _processed_fields(ps: PolicySet, purpose: str) -> list[tuple[str, str]]:
-    """(table, field) of every personal field some role may read or write (in full or masked) for ``purpose``."""
+    """(table, field) of every personal field some role may read or write (in full or masked) for
+    ``purpose``, on anyone's record or on one related to the member of staff."""
     found: dict[tuple[str, str], None] = {}
     for table in personal_tables(ps):
         fields = personal_fields(ps, table)
         for role in ordered_roles(ps):
             for action in PROCESSING_ACTIONS:
-                decisions = ps.decide(roles=frozenset({role}), is_self=is_self_for(role), action=action,
-                                      purpose=purpose, table=table, fields=fields)
-                found.update(dict.fromkeys((table, f) for f, d in decisions.items() if d.effect != "deny"))
+                for context in contexts_for(role):
+                    decisions = decide(ps, role, action, purpose, table, fields, context)
+                    found.update(dict.fromkeys((table, f) for f, d in decisions.items() if d.effect != "deny"))
     return list(found)
 
 

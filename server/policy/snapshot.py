@@ -68,7 +68,7 @@ def _record(policies_dir: Path, version: str, path: Path) -> None:
     schemas = sorted(p.name for p in schema_dir.glob("*.schema.json"))
     document = {
         "version": version,
-        "loaded_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "loaded_at": dt.datetime.now(dt.UTC).isoformat(),
         "files": _read_texts(policies_dir, list(FILES)),
         "schemas": _read_texts(schema_dir, schemas),
     }

@@ -65,8 +65,8 @@ async def test_a_compliance_officer_may_not_read_notes(db: None) -> None:
 
 
 async def test_a_sales_update_writes_one_event_naming_only_the_changed_fields(db: None) -> None:
-    erika, _ = await _erika_and_max()
     sales = staff("sales")
+    erika = await gateway.create_person(sales, purpose="sales", values=ERIKA)  # her owner is this sales rep
     before = len(await _events())
     await gateway.update_person(sales, purpose="sales", person_id=erika,
                                 changes={"phone": "+49 221 9876543", "address": "Ring 1, 50667 Köln"})
@@ -135,8 +135,8 @@ async def test_a_reveal_shows_the_field_to_that_member_of_staff_for_a_limited_ti
 
     from server.gateway import people as gateway_people
 
-    sales, other = staff("sales"), staff("sales")
-    pid = await gateway.create_person(staff("admin"), purpose="customer_service", values=ERIKA)
+    sales, other = staff("sales"), staff("admin")
+    pid = await gateway.create_person(sales, purpose="customer_service", values=ERIKA)
     assert (await gateway.get_person(sales, purpose="customer_service", person_id=pid)).is_masked("birth_date")
     await gateway.reveal_field(sales, purpose="customer_service", person_id=pid, field="birth_date",
                                reason="Identity check requested by the customer")
@@ -144,10 +144,33 @@ async def test_a_reveal_shows_the_field_to_that_member_of_staff_for_a_limited_ti
     assert shown["birth_date"] == "1964-08-12" and not shown.is_masked("birth_date")
     assert "birth_date" in shown.extra["revealed_until"]
     events = await raw("SELECT fields FROM audit_event WHERE action = 'read' ORDER BY seq DESC LIMIT 1")
-    assert "allow by reveal-grant by staff-reveal-birth-date" in events[0]["fields"]
+    assert "allow by reveal-grant by sales-reveal-birth-date" in events[0]["fields"]
     # another member of staff still sees the mask
     assert (await gateway.get_person(other, purpose="customer_service", person_id=pid)).is_masked("birth_date")
     # and once the grant has run out, so does the one who revealed it
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=11)
     monkeypatch.setattr(gateway_people, "_now", lambda: later)
     assert (await gateway.get_person(sales, purpose="customer_service", person_id=pid)).is_masked("birth_date")
+
+
+async def test_sales_see_and_find_only_the_people_they_own_and_support_only_their_team(db: None) -> None:
+    import dataclasses
+
+    sales, other_sales = staff("sales"), staff("sales")
+    support_here = dataclasses.replace(staff("support"), team="north")
+    support_there = dataclasses.replace(staff("support"), team="south")
+    owner_north = dataclasses.replace(sales, team="north")
+    erika = await gateway.create_person(owner_north, purpose="sales", values=ERIKA)
+    max_ = await gateway.create_person(staff("admin"), purpose="customer_service", values=MAX)
+    assert [r.id for r in (await gateway.list_people(sales, purpose="sales")).items] == [erika]
+    assert (await gateway.list_people(other_sales, purpose="sales")).items == []
+    assert [r.id for r in (await gateway.list_people(support_here, purpose="customer_service")).items] == [erika]
+    assert (await gateway.list_people(support_there, purpose="customer_service")).items == []
+    found = await gateway.find_people(other_sales, purpose="sales", field="name", query="Mustermann")
+    assert found == []  # out of scope people are not even candidates
+    with pytest.raises(PolicyDenied):
+        await gateway.get_person(other_sales, purpose="sales", person_id=erika)
+    with pytest.raises(PolicyDenied):
+        await gateway.get_person(sales, purpose="sales", person_id=max_)
+    denied = await raw("SELECT subjects FROM audit_event WHERE outcome = 'denied'")
+    assert len(denied) == 2  # each refusal is recorded and names the person it aimed at

@@ -57,9 +57,9 @@ BROKEN = {
     "unknown role": ("access.yml", "id: sales-read-people", "roles: [sales]", "roles: [saels]",
                      "[saels]", f"unknown role 'saels'; {ROLES}"),
     "bad effect": ("access.yml", "id: sales-read-people", "effect: allow", "effect: permit",
-                   "permit", "bad value 'permit' for rules[5].effect; use one of: allow, mask"),
+                   "permit", "bad value 'permit' for rules[6].effect; use one of: allow, mask"),
     "missing key": ("access.yml", "id: sales-read-people", "    effect: allow\n", "",
-                    "id: sales-read-people", "missing key 'effect' in rules[5]"),
+                    "id: sales-read-people", "missing key 'effect' in rules[6]"),
     "unknown field in rule": ("access.yml", "id: staff-reveal-birth-date", "[birth_date]",
                               "[birth_day]", "birth_day", "unknown field 'birth_day'"),
     "unknown purpose in rule": ("access.yml", "id: sales-read-people", "[sales, ", "[sails, ",
@@ -130,5 +130,17 @@ def test_each_golden_example_decides_as_written(policies: PolicySet,
     decisions = policies.decide(
         roles=frozenset(example["roles"]), is_self=example["is_self"], action=example["action"],
         purpose=example["purpose"], table=example["table"], fields=example["expect"],
+        relations=frozenset(example.get("relations", ())),
     )
     assert {f: f"{d.effect} by {d.rule}" for f, d in decisions.items()} == example["expect"]
+
+
+def test_reach_tells_which_records_a_role_may_read(policies: PolicySet) -> None:
+    def reach(role: str, purpose: str = "customer_service") -> frozenset[str]:
+        return policies.reach(roles=frozenset({role}), action="read", purpose=purpose, table="crm_person",
+                              fields=["given_name", "family_name", "email"])
+
+    assert reach("admin") == {"all"}
+    assert reach("sales") == {"assigned"}
+    assert reach("support") == {"team"}
+    assert reach("support", "sales") == frozenset()

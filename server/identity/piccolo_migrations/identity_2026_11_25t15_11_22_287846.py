@@ -1,0 +1,37 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.columns.column_types import Varchar
+from piccolo.columns.indexes import IndexMethod
+
+ID = "2026-11-25T15:11:22:287846"
+VERSION = "1.38.0"
+DESCRIPTION = "staff team"
+
+
+async def forwards():
+    manager = MigrationManager(
+        migration_id=ID, app_name="identity", description=DESCRIPTION
+    )
+
+    manager.add_column(
+        table_class_name="StaffAccount",
+        tablename="identity_staff_account",
+        column_name="team",
+        db_column_name="team",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 64,
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    return manager
