@@ -15,6 +15,7 @@ import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
 from server.kernel import require_kernel
 from server.settings import get_settings
 from server import backup_cli
+from server.policy import cli as policy_cli
 from server.vault import keys_cli
 
 PORTAL_PORT = 8000
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--batch", type=int, default=500)
     reindex.set_defaults(func=cmd_keys_rotate_index)
     backup_cli.register(sub)
+    policy_cli.register(sub)
     return parser
 
 

@@ -8,7 +8,13 @@ import json
 from typing import Any
 
 from server.policy.engine import PolicySet
-from server.policy.report import contexts_for, decide, ordered_roles, personal_fields, personal_tables
+from server.policy.report import (
+    contexts_for,
+    decide,
+    ordered_roles,
+    personal_fields,
+    personal_tables,
+)
 
 CONTROLLER = "the business running this Mutual instance"
 SUBJECTS = "customers and contacts (crm_person)"

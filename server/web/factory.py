@@ -18,6 +18,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from server.db import engine
 from server.errors import DomainError, Invalid
 from server.kernel import check_database_keys, get_kernel
+from server.policy.snapshot import record_loaded
+from server.settings import get_settings
 from server.vault.store import request_key_cache
 from server.web.auth import CSRF_COOKIES, SessionMiddleware
 from server.web.rendering import build_environment, is_fragment_request, render
@@ -79,6 +81,8 @@ async def _startup(app: Litestar) -> None:
     if _POOL_USERS == 0:
         await engine().start_connection_pool()
         await check_database_keys()
+        # what `mutual policies check` compares the files on disk against
+        await record_loaded(get_settings().policies_dir, get_kernel().policies.version)
     _POOL_USERS += 1
 
 
