@@ -33,7 +33,7 @@ from tests.faces._client import (
 from tests.support import ERIKA, MAX
 
 EventKey = tuple[str, str, str]
-PRINCIPALS = ("anonymous", "erika", "max", "no_role", "allowed")
+PRINCIPALS = ("anonymous", "erika", "max", "no_role", "out_of_scope", "allowed")
 # What would give Erika away in a page: everything but the family name she shares with Max.
 ERIKA_TELLS = ("Erika", ERIKA["email"], ERIKA["phone"], "Heidestraße", ERIKA["birth_date"], "1964-")
 
@@ -66,6 +66,8 @@ class Entry:
     """The right staff role; None on the portal, where the allowed case is the customer's own (erika)."""
     no_role_is: str = "compliance"
     allowed_is: str = "admin"
+    out_of_scope: Expect | None = None
+    """A sales account that does not own Erika: the role may act on people, just not on her."""
     form: Mapping[str, str] = field(default_factory=dict)
     guarded: bool = True
     """Anonymous visitors are sent to sign in (303, or 401 + HX-Redirect for htmx)."""
@@ -116,28 +118,30 @@ MATRIX: list[Entry] = [
     # The start page of a compliance officer is the audit log; everyone else's the people list.
     Entry("backoffice", "GET", "/", SIGN_IN, SIGN_IN, SIGN_IN, Expect(303, "/audit"), Expect(303, "/people")),
     Entry("backoffice", "GET", "/people", SIGN_IN, SIGN_IN, SIGN_IN, denied("list"),
-          ok(200, ("list", "crm_person"))),
+          ok(200, ("list", "crm_person")), out_of_scope=ok(200, ("list", "crm_person"))),
     Entry("backoffice", "POST", "/people/search", SIGN_IN, SIGN_IN, SIGN_IN, denied("search"),
-          ok(200, ("search", "crm_person")), form={"query": ERIKA["email"]}),
+          ok(200, ("search", "crm_person")), form={"query": ERIKA["email"]},
+          out_of_scope=ok(200, ("search", "crm_person"))),
     # An empty form holds no personal data; the create itself is refused to the role below.
     Entry("backoffice", "GET", "/people/new", SIGN_IN, SIGN_IN, SIGN_IN, PAGE, PAGE),
     Entry("backoffice", "POST", "/people", SIGN_IN, SIGN_IN, SIGN_IN, denied("create"),
           ok(303, ("create", "crm_person"), location="/people/*"), form=NEW_PERSON),
     Entry("backoffice", "GET", "/people/{person_id:str}", SIGN_IN, SIGN_IN, SIGN_IN, denied("read"),
-          ok(200, PERSON_READ, NOTES_READ)),
+          ok(200, PERSON_READ, NOTES_READ), out_of_scope=denied("read")),
     Entry("backoffice", "GET", "/people/{person_id:str}/edit", SIGN_IN, SIGN_IN, SIGN_IN, denied("read"),
-          ok(200, PERSON_READ)),
+          ok(200, PERSON_READ), out_of_scope=denied("read")),
     Entry("backoffice", "POST", "/people/{person_id:str}/edit", SIGN_IN, SIGN_IN, SIGN_IN, denied("read"),
-          ok(303, PERSON_READ, ("update", "crm_person"), location="/people/*"), form=NEW_PHONE),
+          ok(303, PERSON_READ, ("update", "crm_person"), location="/people/*"), form=NEW_PHONE,
+          out_of_scope=denied("read")),
     Entry("backoffice", "POST", "/people/{person_id:str}/notes", SIGN_IN, SIGN_IN, SIGN_IN,
           denied("create", "crm_note"), ok(303, ("create", "crm_note"), location="/people/*"),
-          form={"body": "Called about the invoice."}),
+          form={"body": "Called about the invoice."}, out_of_scope=denied("create", "crm_note")),
     Entry("backoffice", "POST", "/people/{person_id:str}/reveal", SIGN_IN, SIGN_IN, SIGN_IN, denied("reveal"),
-          ok(303, ("reveal", "crm_person"), location="/people/*"), form=REVEAL),
+          ok(303, ("reveal", "crm_person"), location="/people/*"), form=REVEAL, out_of_scope=denied("reveal")),
     # Erasure: support may not (the policy refuses and records it); an admin erases after typing ERASE.
     Entry("backoffice", "POST", "/people/{person_id:str}/erase", SIGN_IN, SIGN_IN, SIGN_IN, denied("erase"),
           ok(303, ("erase", "crm_person"), location="/people?erased=1"), form={"confirm": "ERASE"},
-          no_role_is="support"),
+          no_role_is="support", out_of_scope=denied("erase")),
     # The guard refuses before any data is touched, so nothing reaches the audit log.
     Entry("backoffice", "GET", "/audit", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
           ok(200, ("view", "audit_event")), no_role_is="support", allowed_is="compliance"),
@@ -188,7 +192,8 @@ class World:
         if principal in self.customers:
             token = self.customers[principal]
             return {SESSION_COOKIES["portal"]: token, own: token}
-        token = self.staff[entry.no_role_is if principal == "no_role" else entry.allowed_is]
+        role = {"no_role": entry.no_role_is, "out_of_scope": "sales"}.get(principal, entry.allowed_is)
+        token = self.staff[role]
         return {SESSION_COOKIES["backoffice"]: token, own: token}
 
 
@@ -196,17 +201,17 @@ class World:
 async def world(db: None) -> World:
     erika, max_ = await make_customer(ERIKA), await make_customer(MAX)
     await people.add_note(system_actor("test"), erika.person_id, "Prefers email.")
-    for role in ("admin", "support", "compliance"):
+    for role in ("admin", "support", "compliance", "sales"):  # sales owns nobody: Erika is out of scope
         await make_staff(role, role)
     tokens = await asyncio.gather(
         customer_session(erika.email), customer_session(max_.email),
-        *(staff_session(role) for role in ("admin", "support", "compliance")),
+        *(staff_session(role) for role in ("admin", "support", "compliance", "sales")),
     )
     return World(
         erika_id=erika.person_id, erika_pseudonym=await pseudonym_of(erika.person_id),
         max_pseudonym=await pseudonym_of(max_.person_id),
         customers={"erika": tokens[0], "max": tokens[1]},
-        staff={"admin": tokens[2], "support": tokens[3], "compliance": tokens[4]},
+        staff={"admin": tokens[2], "support": tokens[3], "compliance": tokens[4], "sales": tokens[5]},
     )
 
 
