@@ -288,10 +288,6 @@ async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> 
     return [_person_record(r, keys, decisions) for r in confirmed[:50]]
 
 
-async def find_people_by_email(actor: Actor, *, purpose: str, email: str) -> list[Record]:
-    return await find_people(actor, purpose=purpose, field="email", query=email)
-
-
 def _check_write(decisions: Mapping[str, FieldDecision]) -> bool:
     return all(d.effect == "allow" for d in decisions.values())
 

@@ -183,7 +183,7 @@ async def test_audit_events_never_hold_field_values(db: None) -> None:
     await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
     await gateway.update_person(admin, purpose=PURPOSE, person_id=erika,
                                 changes={"phone": "+49 221 9876543", "family_name": "Musterfrau"})
-    await gateway.find_people_by_email(admin, purpose=PURPOSE, email=ERIKA["email"])
+    await gateway.find_people(admin, purpose=PURPOSE, field="email", query=ERIKA["email"])
     await gateway.reveal_field(admin, purpose=PURPOSE, person_id=erika, field="birth_date",
                                reason="identity check on the phone")
     events = await _events()

@@ -82,16 +82,16 @@ async def test_a_sales_update_writes_one_event_naming_only_the_changed_fields(db
 
 async def test_an_email_search_finds_a_person_whatever_the_case_of_the_address(db: None) -> None:
     erika, _ = await _erika_and_max()
-    found = await gateway.find_people_by_email(staff("admin"), purpose=PURPOSE,
-                                               email="Erika.Mustermann@Example.org")
+    found = await gateway.find_people(staff("admin"), purpose=PURPOSE, field="email",
+                                      query="Erika.Mustermann@Example.org")
     assert [r.id for r in found] == [erika]
     assert found[0]["email"] == ERIKA["email"]
 
 
 async def test_an_email_search_for_another_address_finds_nobody(db: None) -> None:
     await _erika_and_max()
-    found = await gateway.find_people_by_email(staff("admin"), purpose=PURPOSE,
-                                               email="erika.musterfrau@example.org")
+    found = await gateway.find_people(staff("admin"), purpose=PURPOSE, field="email",
+                                      query="erika.musterfrau@example.org")
     assert found == []
 
 
