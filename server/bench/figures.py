@@ -92,12 +92,39 @@ async def _erase_ms(samples: int = 5) -> float:
     return statistics.median(times)
 
 
+async def _audit_share(samples: int = 200) -> float:
+    """The audit's share of a person read on the server: the time of appending the read event on
+    its own, over the time of the whole gateway read (which includes appending that event)."""
+    import uuid
+
+    from server import gateway
+    from server.actor import Actor
+    from server.audit.chain import Entry, append
+    from server.db import raw
+    from server.kernel import get_kernel
+
+    ids = [r["id"] for r in await raw(f"SELECT id FROM crm_person LIMIT {int(samples)}")]
+    actor = Actor(kind="staff", id=str(uuid.uuid4()), face="backoffice", roles=frozenset({"admin"}))
+    started = time.perf_counter()
+    for pid in ids:
+        await gateway.get_person(actor, purpose="customer_service", person_id=pid)
+    reads = time.perf_counter() - started
+    version = get_kernel().policies.version
+    fields = {"email": "allow by admin-read-write-all", "birth_date": "mask by admin-read-write-all"}
+    started = time.perf_counter()
+    for _ in ids:
+        await append(actor, Entry(action="read", entity="crm_person", purpose="customer_service",
+                                  subjects=(str(uuid.uuid4()),), fields=fields), version)
+    return (time.perf_counter() - started) / reads
+
+
 def main() -> int:
     verify_rate, verified = asyncio.run(_verify())
     import_rate = asyncio.run(_import_rate())
     erase_ms = asyncio.run(_erase_ms())
+    audit_share = asyncio.run(_audit_share())
     print(json.dumps({"verify_per_s": verify_rate, "verified": verified, "import_per_s": import_rate,
-                      "erase_ms": erase_ms, **_crypto_rates()}))
+                      "erase_ms": erase_ms, "audit_share": audit_share, **_crypto_rates()}))
     return 0
 
 

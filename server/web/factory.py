@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from server.db import engine
 from server.errors import DomainError, Invalid
 from server.kernel import check_database_keys, get_kernel
-from server.policy.snapshot import record_loaded
+from server.actor import system_actor
+from server.audit.chain import Entry, append
+from server.policy.snapshot import load_snapshot, record_loaded
 from server.settings import get_settings
 from server.vault.store import request_key_cache
 from server.web.auth import CSRF_COOKIES, SessionMiddleware
@@ -81,8 +84,7 @@ async def _startup(app: Litestar) -> None:
     if _POOL_USERS == 0:
         await engine().start_connection_pool()
         await check_database_keys()
-        # what `mutual policies check` compares the files on disk against
-        await record_loaded(get_settings().policies_dir, get_kernel().policies.version)
+        await _record_policy_version(app.state.face)
     _POOL_USERS += 1
 
 
@@ -102,6 +104,19 @@ async def _security_headers(message: Message, scope: Scope) -> None:
         headers = list(message.get("headers", []))
         present = {name.lower() for name, _ in headers}
         message["headers"] = headers + [(k, v) for k, v in _HEADER_BYTES if k not in present]  # type: ignore[typeddict-item]
+
+
+async def _record_policy_version(face: str) -> None:
+    """A start with other policies than the last one is a policy change: it goes into the audit,
+    and the snapshot becomes what `mutual policies check` compares the files on disk against."""
+    current = get_kernel().policies.version
+    previous = load_snapshot()
+    if previous is not None and previous.version != current:
+        actor = system_actor("policy-load")
+        await append(dataclasses.replace(actor, face=face),
+                     Entry(action="policy_change", entity="policies", purpose="compliance_audit",
+                           fields={"from": previous.version[:12], "to": current[:12]}), current)
+    await record_loaded(get_settings().policies_dir, current)
 
 
 def _request_key_cache(app: ASGIApp) -> ASGIApp:

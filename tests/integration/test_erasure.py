@@ -84,3 +84,17 @@ async def test_only_a_role_with_the_erase_rule_may_erase_and_a_refusal_changes_n
     assert pid not in erased_subjects(get_settings().erasure_ledger)
     denied = await raw("SELECT outcome FROM audit_event WHERE action = 'erase'")
     assert [d["outcome"] for d in denied] == ["denied"]
+
+
+async def test_after_an_erasure_the_audit_chain_still_verifies_and_no_event_leads_back_to_her(db: None) -> None:
+    from server.audit.chain import verify_database
+
+    pid = await _erika_with_note_and_account()
+    await gateway.get_person(staff("admin"), purpose="customer_service", person_id=pid)
+    pseudonym = (await raw("SELECT pseudonym FROM crm_person WHERE id = {}", pid))[0]["pseudonym"]
+    await people.erase_person(staff("admin"), pid)
+    result = await verify_database()
+    assert result.ok and result.checked >= 4
+    # the events keep her pseudonym, but nothing in the database links it to a person any more
+    assert await raw("SELECT 1 FROM audit_subject WHERE pseudonym = {}", pseudonym) != []
+    assert await raw("SELECT 1 FROM crm_person WHERE pseudonym = {}", pseudonym) == []

@@ -66,3 +66,24 @@ async def test_a_key_file_from_another_database_is_refused_at_start_up_with_a_me
     stranger = FileKeyProvider.from_document(new_key_document(), "another key file")
     with pytest.raises(KeyError_, match="'kek-1' does not unwrap this database's data keys"):
         await check_keys_match(stranger)
+
+
+async def test_starting_with_changed_policies_records_a_policy_change_event(db: None, tmp_path: Path) -> None:
+    import json as _json
+
+    from backoffice.app import create_app
+    from server.policy.snapshot import snapshot_path
+
+    app = create_app()
+    async with app.lifespan():
+        pass  # records the snapshot of the policies in force
+    assert await raw("SELECT 1 FROM audit_event WHERE action = 'policy_change'") == []
+    path = snapshot_path()
+    data = _json.loads(path.read_text())
+    data["version"] = "0" * 64  # as if the last start had other policies
+    path.write_text(_json.dumps(data))
+    async with app.lifespan():
+        pass
+    events = await raw("SELECT face, fields FROM audit_event WHERE action = 'policy_change'")
+    assert len(events) == 1 and events[0]["face"] == "backoffice"
+    assert _json.loads(events[0]["fields"]) == {"from": "000000000000", "to": get_kernel().policies.version[:12]}
