@@ -6,8 +6,8 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
-from litestar.response import Redirect
+from litestar.params import Body, QueryParameter
+from litestar.response import Redirect, Stream
 
 from server.audit import service as audit
 from server.crm import service as people
@@ -19,7 +19,8 @@ PURPOSE = "self_service"
 LABELS = {"given_name": "Given name", "family_name": "Family name", "email": "Email", "phone": "Phone",
           "address": "Address", "birth_date": "Date of birth"}
 ACTIONS = {"read": "viewed", "list": "saw in a list", "search": "found by search", "update": "changed",
-           "create": "created", "reveal": "revealed", "signin": "signed in", "signout": "signed out"}
+           "create": "created", "reveal": "revealed", "signin": "signed in", "signout": "signed out",
+           "view": "looked at the record of accesses", "export": "exported the record of accesses"}
 
 
 @get("/", guards=[requires_customer], name="portal-home")
@@ -56,12 +57,37 @@ class ProfileController(Controller):
         return Redirect("/profile?saved=1", status_code=303)
 
 
+ACCESS_FILTERS = ("from", "to", "action", "purpose")
+ACCESS_LABELS = {"from": "From", "to": "To", "action": "What", "purpose": "Purpose"}
+
+
+def _access_filters(request: Request) -> dict[str, str]:
+    return {k: request.query_params.get(k, "") for k in ACCESS_FILTERS}
+
+
 class AccessController(Controller):
     path = "/access"
     guards = [requires_customer]
 
     @get("/", name="access-log")
     async def show(self, request: Request, before: int | None = None) -> Response:
-        """Who accessed my data: role, time, action, fields and purpose."""
-        events = await audit.my_access_log(request.user, before=before)
-        return render(request, "portal/access.html", events=events, actions=ACTIONS, labels=LABELS)
+        """Who accessed my data: role, time, action, fields and purpose; filtered by the query."""
+        values = _access_filters(request)
+        try:
+            filters = audit.AuditFilters.parse(values)
+        except Invalid as exc:
+            return render(request, "portal/access.html", events=[], actions=ACTIONS, labels=ACCESS_LABELS,
+                          values=values, params={}, errors=exc.errors, purposes=audit.purposes(),
+                          status_code=422)
+        events = await audit.my_access_log(request.user, filters=filters, before=before)
+        return render(request, "portal/access.html", events=events, actions=ACTIONS, labels=ACCESS_LABELS,
+                      values=values, params=filters.as_params(), errors={}, purposes=audit.purposes())
+
+    @get("/download", name="access-log-download")
+    async def download(self, request: Request,
+                       file_format: Annotated[str, QueryParameter(name="format")] = "json") -> Stream:
+        """My access log as a file (?format=json or csv), with the same filters; nothing is recorded."""
+        filters = audit.AuditFilters.parse(_access_filters(request))
+        export = await audit.my_access_log_download(request.user, file_format, filters)
+        return Stream(export.chunks, media_type=export.media_type,
+                      headers={"content-disposition": f'attachment; filename="{export.filename}"'})

@@ -1,19 +1,36 @@
-"""Reading the audit: a customer's own access log and the compliance console."""
+"""Reading the audit: a customer's own access log, the compliance console and its streamed exports."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from server import gateway
 from server.actor import Actor
-from server.audit.chain import Entry, VerifyResult, append, verify_database
+from server.audit.chain import Entry, VerifyResult, _iso, append, verify_database
 from server.audit.tables import AuditEvent, AuditSubject
 from server.db import write_transaction
-from server.errors import PolicyDenied
+from server.errors import Invalid, PolicyDenied
 from server.kernel import get_kernel
+
+AUDIT_PURPOSE = "compliance_audit"
+ACTIONS = ("create", "erase", "export", "list", "read", "restore", "reveal", "rotate_index", "search",
+           "signin", "signout", "update", "view")
+"""Every action the apps record, for the filter forms."""
+EXPORT_BATCH = 2_000
+"""Rows read per query while streaming an export: memory stays bounded however long the chain is."""
+EXPORT_FORMAT = "mutual-audit-export/1"
+EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+ACCESS_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+EVENT_COLUMNS = ("seq", "at", "request_id", "face", "actor_kind", "actor_id", "role", "action", "entity",
+                 "subjects", "fields", "purpose", "reason", "policy_version", "outcome", "prev_hash", "hash")
+ACCESS_COLUMNS = ("at", "who", "action", "entity", "fields", "purpose", "reason", "outcome")
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,68 @@ class EventView:
     subjects: list[str]
 
 
+@dataclass(frozen=True)
+class AuditFilters:
+    """The non-personal filters of the console, the exports and the access log (all optional)."""
+
+    start: dt.date | None = None
+    """First day included (UTC)."""
+    end: dt.date | None = None
+    """Last day included (UTC)."""
+    actor_id: str = ""
+    action: str = ""
+    purpose: str = ""
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str | None]) -> AuditFilters:
+        """From form or query values (`from`, `to`, `actor`, `action`, `purpose`); every problem is named."""
+        errors: dict[str, str] = {}
+        days: dict[str, dt.date | None] = {}
+        for key in ("from", "to"):
+            text = (values.get(key) or "").strip()
+            try:
+                days[key] = dt.date.fromisoformat(text) if text else None
+            except ValueError:
+                days[key] = None
+                errors[key] = f"'{text[:20]}' is not a date; use YYYY-MM-DD"
+        action = (values.get("action") or "").strip()
+        if action and action not in ACTIONS:
+            errors["action"] = f"unknown action '{action[:20]}'; known: {', '.join(ACTIONS)}"
+        purpose = (values.get("purpose") or "").strip()
+        if purpose and purpose not in get_kernel().policies.purposes:
+            errors["purpose"] = (f"unknown purpose '{purpose[:30]}'; known: "
+                                 f"{', '.join(sorted(get_kernel().policies.purposes))}")
+        start, end = days.get("from"), days.get("to")
+        if start and end and end < start:
+            errors["to"] = "the end date is before the start date; swap them"
+        if errors:
+            raise Invalid(errors)
+        return cls(start=start, end=end, actor_id=(values.get("actor") or "").strip()[:64], action=action,
+                   purpose=purpose)
+
+    def as_params(self) -> dict[str, str]:
+        """The filters set, by their form names: for links, export headers and the export's own event."""
+        params = {"from": self.start.isoformat() if self.start else "", "to": self.end.isoformat() if self.end else "",
+                  "actor": self.actor_id, "action": self.action, "purpose": self.purpose}
+        return {k: v for k, v in params.items() if v}
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """The person filter resolved to pseudonyms: the email itself goes no further than the gateway."""
+
+    pseudonyms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """A streamed file: its name, media type and the chunks of text to send."""
+
+    filename: str
+    media_type: str
+    chunks: AsyncIterator[str]
+
+
 def _view(row: dict[str, Any]) -> EventView:
     return EventView(
         seq=int(row["seq"]), at=row["at"], face=row["face"], actor_kind=row["actor_kind"],
@@ -42,17 +121,92 @@ def _view(row: dict[str, Any]) -> EventView:
     )
 
 
-async def my_access_log(actor: Actor, *, before: int | None = None, limit: int = 50) -> list[EventView]:
-    """Events about the signed-in customer's own record, newest first (staff and their own)."""
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def _filtered(query: Any, filters: AuditFilters, pseudonyms: Sequence[str] | None) -> Any:
+    """The filters as SQL conditions on an AuditEvent select."""
+    if filters.start is not None:
+        query = query.where(AuditEvent.at >= _midnight(filters.start))
+    if filters.end is not None:
+        query = query.where(AuditEvent.at < _midnight(filters.end + dt.timedelta(days=1)))
+    if filters.actor_id:
+        query = query.where(AuditEvent.actor_id == filters.actor_id)
+    if filters.action:
+        query = query.where(AuditEvent.action == filters.action)
+    if filters.purpose:
+        query = query.where(AuditEvent.purpose == filters.purpose)
+    if pseudonyms is not None:
+        seqs = AuditSubject.select(AuditSubject.seq).where(
+            AuditSubject.pseudonym.is_in([uuid.UUID(p) for p in pseudonyms]))
+        query = query.where(AuditEvent.seq.is_in(seqs))
+    return query
+
+
+async def _own_pseudonym(actor: Actor) -> str:
     if actor.kind != "customer" or actor.person_id is None:
         raise PolicyDenied("Only a signed-in customer has an own access log.")
-    pseudonym = await gateway.person_pseudonym(actor, actor.person_id)
-    seqs = AuditSubject.select(AuditSubject.seq).where(AuditSubject.pseudonym == uuid.UUID(pseudonym))
-    query = AuditEvent.select().where(AuditEvent.seq.is_in(seqs))
+    return await gateway.person_pseudonym(actor, actor.person_id)
+
+
+async def my_access_log(actor: Actor, *, filters: AuditFilters | None = None, before: int | None = None,
+                        limit: int = 50) -> list[EventView]:
+    """Events about the signed-in customer's own record, newest first (staff and their own)."""
+    pseudonym = await _own_pseudonym(actor)
+    query = _filtered(AuditEvent.select(), filters or AuditFilters(), [pseudonym])
     if before is not None:
         query = query.where(AuditEvent.seq < before)
     rows = await query.order_by(AuditEvent.seq, ascending=False).limit(limit)
     return [_view(r) for r in rows]
+
+
+def _who(event: EventView) -> str:
+    """Who, as the customer is told: their role only (the policies grant customers no staff names)."""
+    if event.actor_kind == "customer":
+        return "You"
+    if event.actor_kind == "staff":
+        return f"Staff ({event.role})"
+    return event.actor_kind
+
+
+def _access_record(event: EventView) -> dict[str, Any]:
+    return {"at": _iso(event.at), "who": _who(event), "action": event.action, "entity": event.entity,
+            "fields": sorted(event.fields), "purpose": event.purpose, "reason": event.reason,
+            "outcome": event.outcome}
+
+
+async def my_access_log_download(actor: Actor, file_format: str, filters: AuditFilters) -> AuditExport:
+    """The customer's own access log as CSV or JSON, oldest first, read in keyset batches. Reading one's
+    own log is not an access to personal data, so nothing is recorded."""
+    if file_format not in ACCESS_MEDIA_TYPES:
+        raise Invalid({"format": f"unknown format '{file_format[:20]}'; use one of: {', '.join(ACCESS_MEDIA_TYPES)}"})
+    pseudonym = await _own_pseudonym(actor)
+    exported_at = dt.datetime.now(dt.UTC)
+
+    async def events() -> AsyncIterator[list[EventView]]:
+        async for rows in _batches(filters, [pseudonym], None):
+            yield [_view(r) for r in rows]
+
+    async def as_csv() -> AsyncIterator[str]:
+        yield _csv_rows([ACCESS_COLUMNS])
+        async for batch in events():
+            records = [_access_record(e) for e in batch]
+            yield _csv_rows([[*(r[c] for c in ACCESS_COLUMNS[:4]), " ".join(r["fields"]),
+                              *(r[c] for c in ACCESS_COLUMNS[5:])] for r in records])
+
+    async def as_json() -> AsyncIterator[str]:
+        head = {"format": "mutual-access-log/1", "exported_at": _iso(exported_at), "filters": filters.as_params()}
+        yield json.dumps(head)[:-1] + ', "events": ['
+        first = True
+        async for batch in events():
+            for event in batch:
+                yield ("" if first else ", ") + json.dumps(_access_record(event))
+                first = False
+        yield "]}\n"
+
+    name = f"mutual-access-log-{exported_at:%Y-%m-%d}.{file_format}"
+    return AuditExport(name, ACCESS_MEDIA_TYPES[file_format], as_csv() if file_format == "csv" else as_json())
 
 
 def _require_compliance(actor: Actor) -> None:
@@ -60,19 +214,130 @@ def _require_compliance(actor: Actor) -> None:
         raise PolicyDenied("The audit console is for the compliance role; ask an administrator for it.")
 
 
-async def list_events(actor: Actor, *, before: int | None = None, limit: int = 50) -> list[EventView]:
-    """The compliance console's page of events, newest first; viewing it is itself recorded."""
+def purposes() -> dict[str, str]:
+    """The purposes of the running policies (id -> English title), for the filter forms."""
+    found = get_kernel().policies.purposes
+    return {key: found[key].title_en for key in sorted(found)}
+
+
+async def find_subjects(actor: Actor, email: str) -> Subjects:
+    """The person filter: who has this email, found through the gateway's blind index (the search is
+    recorded there, naming whom it found) and handed on only as pseudonyms."""
     _require_compliance(actor)
-    query = AuditEvent.select()
+    email = email.strip()
+    if not email:
+        raise Invalid({"person": "type the person's email address"})
+    found = await gateway.find_people(actor, purpose=AUDIT_PURPOSE, field="email", query=email)
+    return Subjects(tuple([await gateway.person_pseudonym(actor, p.id) for p in found]))
+
+
+async def list_events(actor: Actor, *, filters: AuditFilters | None = None, subjects: Subjects | None = None,
+                      before: int | None = None, limit: int = 50) -> list[EventView]:
+    """The compliance console's page of events, newest first; viewing it is itself recorded (naming the
+    person filtered by, so their own access log shows that their audit trail was looked at)."""
+    _require_compliance(actor)
+    if subjects is not None and not subjects.pseudonyms:
+        return []  # nobody has that email: nothing shown, so nothing viewed
+    filters = filters or AuditFilters()
+    query = _filtered(AuditEvent.select(), filters, subjects.pseudonyms if subjects else None)
     if before is not None:
         query = query.where(AuditEvent.seq < before)
     async with write_transaction():
         rows = await query.order_by(AuditEvent.seq, ascending=False).limit(limit)
-        await append(actor, Entry(action="view", entity="audit_event", purpose="compliance_audit"),
+        await append(actor, Entry(action="view", entity="audit_event", purpose=AUDIT_PURPOSE,
+                                  subjects=subjects.pseudonyms if subjects else (), fields=_filter_fields(filters)),
                      get_kernel().policies.version)
     return [_view(r) for r in rows]
+
+
+def _filter_fields(filters: AuditFilters) -> dict[str, str]:
+    params = filters.as_params()
+    return {"filters": json.dumps(params, sort_keys=True)} if params else {}
 
 
 async def verify(actor: Actor) -> VerifyResult:
     _require_compliance(actor)
     return await verify_database()
+
+
+async def _fetch_batch(filters: AuditFilters, pseudonyms: Sequence[str] | None, after: int,
+                       until: int | None, size: int) -> list[dict[str, Any]]:
+    """One keyset batch in ascending seq: one query, at most `size` rows."""
+    query = _filtered(AuditEvent.select(*(getattr(AuditEvent, c) for c in EVENT_COLUMNS)), filters, pseudonyms)
+    query = query.where(AuditEvent.seq > after)
+    if until is not None:
+        query = query.where(AuditEvent.seq <= until)
+    return list(await query.order_by(AuditEvent.seq).limit(size))
+
+
+async def _batches(filters: AuditFilters, pseudonyms: Sequence[str] | None,
+                   until: int | None) -> AsyncIterator[list[dict[str, Any]]]:
+    after, size = 0, EXPORT_BATCH
+    while True:
+        rows = await _fetch_batch(filters, pseudonyms, after, until, size)
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        after = int(rows[-1]["seq"])
+
+
+def _export_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "event", **{c: row[c] for c in EVENT_COLUMNS}, "seq": int(row["seq"]), "at": _iso(row["at"])}
+
+
+def _csv_rows(rows: Iterable[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return out.getvalue()
+
+
+async def _covering(first: int | None, last: int | None) -> list[Any]:
+    try:
+        from server.audit.checkpoints import checkpoints_covering  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:  # signed checkpoints are not there yet
+        checkpoints_covering = None
+    if checkpoints_covering is None or first is None or last is None:
+        return []
+    return list(await checkpoints_covering(first, last))
+
+
+async def export_events(actor: Actor, file_format: str, *, filters: AuditFilters | None = None,
+                        subjects: Subjects | None = None) -> AuditExport:
+    """Events in ascending seq as CSV or JSON Lines, streamed in keyset batches. The export is recorded
+    before the first byte is sent (the person filter as pseudonyms, never the email); it covers the
+    events up to and including its own."""
+    _require_compliance(actor)
+    if file_format not in EXPORT_MEDIA_TYPES:
+        raise Invalid({"format": f"unknown format '{file_format[:20]}'; use one of: {', '.join(EXPORT_MEDIA_TYPES)}"})
+    filters = filters or AuditFilters()
+    pseudonyms = subjects.pseudonyms if subjects else None
+    params = filters.as_params()
+    policy_version = get_kernel().policies.version
+    fields = {"format": file_format, "filters": json.dumps(params, sort_keys=True)}
+    if subjects is not None:
+        fields["person"] = "pseudonyms in subjects"
+    until = await append(actor, Entry(action="export", entity="audit_event", purpose=AUDIT_PURPOSE,
+                                      subjects=pseudonyms or (), fields=fields), policy_version)
+    exported_at = dt.datetime.now(dt.UTC)
+
+    async def jsonl() -> AsyncIterator[str]:
+        header = {"kind": "header", "format": EXPORT_FORMAT, "exported_at": _iso(exported_at), "filters": params,
+                  "policy_version": policy_version}
+        yield json.dumps(header) + "\n"
+        first = last = None
+        if pseudonyms != ():
+            async for rows in _batches(filters, pseudonyms, until):
+                first = int(rows[0]["seq"]) if first is None else first
+                last = int(rows[-1]["seq"])
+                yield "".join(json.dumps(_export_event(r)) + "\n" for r in rows)
+        yield json.dumps({"kind": "checkpoints", "checkpoints": await _covering(first, last)}) + "\n"
+
+    async def as_csv() -> AsyncIterator[str]:
+        yield _csv_rows([EVENT_COLUMNS])
+        if pseudonyms != ():
+            async for rows in _batches(filters, pseudonyms, until):
+                yield _csv_rows([[event[c] for c in EVENT_COLUMNS] for event in map(_export_event, rows)])
+
+    name = f"mutual-audit-{exported_at:%Y-%m-%d}.{file_format}"
+    return AuditExport(name, EXPORT_MEDIA_TYPES[file_format], jsonl() if file_format == "jsonl" else as_csv())

@@ -145,6 +145,16 @@ MATRIX: list[Entry] = [
     # The guard refuses before any data is touched, so nothing reaches the audit log.
     Entry("backoffice", "GET", "/audit", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
           ok(200, ("view", "audit_event")), no_role_is="support", allowed_is="compliance"),
+    # Filters by a person's email are POSTs (the email stays out of URLs); the gateway records the search.
+    Entry("backoffice", "POST", "/audit/search", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
+          ok(200, ("search", "crm_person"), ("view", "audit_event")), form={"person": ERIKA["email"]},
+          no_role_is="support", allowed_is="compliance"),
+    # An export is recorded before its first byte is streamed.
+    Entry("backoffice", "GET", "/audit/export", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
+          ok(200, ("export", "audit_event")), no_role_is="support", allowed_is="compliance"),
+    Entry("backoffice", "POST", "/audit/export", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
+          ok(200, ("search", "crm_person"), ("export", "audit_event")),
+          form={"person": ERIKA["email"], "format": "jsonl"}, no_role_is="support", allowed_is="compliance"),
     # The record of processing holds no personal data, but who viewed or exported it is recorded.
     Entry("backoffice", "GET", "/records", SIGN_IN, SIGN_IN, SIGN_IN, Expect(403),
           ok(200, ("view", "processing_record")), no_role_is="support", allowed_is="compliance"),
@@ -170,6 +180,7 @@ MATRIX: list[Entry] = [
           form=NEW_PHONE),
     # Reading one's own access log is not itself an access to personal data: no event.
     Entry("portal", "GET", "/access", SIGN_IN, PAGE, PAGE, SIGN_IN, None),
+    Entry("portal", "GET", "/access/download", SIGN_IN, PAGE, PAGE, SIGN_IN, None),
 ]
 
 
