@@ -28,6 +28,9 @@ def _dev_keys() -> None:
     settings = get_settings()
     if settings.dev_mode:
         ensure_dev_key_file(settings.key_file)
+        from server.audit.checkpoints import ensure_dev_signing_key
+
+        ensure_dev_signing_key(settings.audit_signing_key_file)
 
 
 async def _migrate_and_seed(seed: bool) -> bool:
@@ -104,15 +107,59 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    require_kernel()
-    from server.audit.chain import verify_database
+    """The live database, or with --file an exported JSON Lines file, offline."""
+    if args.file:
+        from server.audit.checkpoints import verify_export
 
-    result = asyncio.run(verify_database())
+        result = verify_export(Path(args.file), set(args.key_id) if args.key_id else None)
+        where = f"audit export {args.file}"
+    else:
+        require_kernel()
+        from server.audit.chain import verify_database
+
+        result = asyncio.run(verify_database())
+        where = "audit chain"
     if result.ok:
-        print(f"audit chain intact: {result.checked} events verified")
+        print(f"{where} intact: {result.checked} events verified, {result.checkpoints} signed checkpoints")
         return 0
-    print(f"audit chain BROKEN at event {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+    print(f"{where} BROKEN at event {result.first_bad_seq}: {result.problem}", file=sys.stderr)
     return 1
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    """Sign the chain's current head."""
+    require_kernel()
+    from server.audit.checkpoints import checkpoint_now
+
+    cp = asyncio.run(checkpoint_now())
+    print("audit chain is empty; nothing to sign" if cp is None else
+          f"audit checkpoint at event {cp['seq']} signed by key {cp['key_id']}")
+    return 0
+
+
+def cmd_audit_prune(args: argparse.Namespace) -> int:
+    """Delete events older than --before (default: now minus the retention period) from a signed checkpoint."""
+    import datetime as dt
+
+    require_kernel()
+    from server.audit.checkpoints import prune
+
+    if args.before:
+        before = dt.datetime.fromisoformat(args.before)
+        before = before if before.tzinfo else before.replace(tzinfo=dt.timezone.utc)
+    else:
+        before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=get_settings().audit_retention_days)
+    try:
+        result = asyncio.run(prune(before))
+    except RuntimeError as exc:
+        print(f"mutual: {exc}", file=sys.stderr)
+        return 1
+    if result.anchor_seq is None:
+        print(f"no audit events before {before.isoformat()}; nothing pruned")
+    else:
+        print(f"pruned {result.events} audit events and {result.subjects} subject links before "
+              f"{before.isoformat()}; the chain now starts after the signed checkpoint at event {result.anchor_seq}")
+    return 0
 
 
 async def _rotate_index(field: str, batch: int) -> tuple[int, str, list[str]]:
@@ -224,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cache", help="dataset cache folder (default var/bench)")
     bench.set_defaults(func=cmd_bench)
     audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
-    audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
+    verify = audit.add_parser("verify", help="verify the hash chain and its signed checkpoints")
+    verify.add_argument("--file", help="verify an exported JSON Lines file offline instead of the database")
+    verify.add_argument("--key-id", action="append", help="trust only checkpoints signed by this key id (repeatable)")
+    verify.set_defaults(func=cmd_audit_verify)
+    audit.add_parser("checkpoint", help="sign the chain's current head").set_defaults(func=cmd_audit_checkpoint)
+    prune = audit.add_parser("prune", help="delete old events after signing a checkpoint the rest starts from")
+    prune.add_argument("--before", help="ISO date or time (default: now minus MUTUAL_AUDIT_RETENTION_DAYS)")
+    prune.set_defaults(func=cmd_audit_prune)
     key_commands = keys_cli.register(sub)
     key_commands.choices["status"].set_defaults(func=cmd_keys_status)
     reindex = key_commands.add_parser("rotate-index", help="give a search index a new key and rebuild it "

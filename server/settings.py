@@ -39,6 +39,10 @@ class Settings:
     """Region for phone numbers written without a country code (E.164 normalisation)."""
     reveal_minutes: int
     """How long a revealed sensitive field stays visible to the member of staff who revealed it."""
+    audit_signing_key_file: Path
+    """PEM (PKCS8) Ed25519 private key that signs audit checkpoints; separate from the encryption keys."""
+    audit_retention_days: int
+    """`mutual audit prune` deletes audit events older than this, after signing a checkpoint."""
 
     @property
     def is_postgres(self) -> bool:
@@ -75,4 +79,6 @@ def get_settings() -> Settings:
         expected_people=int(os.environ.get("MUTUAL_EXPECTED_PEOPLE", "100000")),
         phone_region=os.environ.get("MUTUAL_PHONE_REGION", "DE"),
         reveal_minutes=int(os.environ.get("MUTUAL_REVEAL_MINUTES", "10")),
+        audit_signing_key_file=Path(os.environ.get("MUTUAL_AUDIT_SIGNING_KEY", key_file.parent / "audit-signing.key")),
+        audit_retention_days=int(os.environ.get("MUTUAL_AUDIT_RETENTION_DAYS", str(6 * 365))),
     )

@@ -50,10 +50,14 @@ from server.vault.keys import new_key_document  # noqa: E402
 
 (_VAR / "keys.json").write_text(json.dumps(new_key_document()))
 
+from server.audit.checkpoints import write_signing_key  # noqa: E402
+
+write_signing_key(_VAR / "audit-signing.key")
+
 ALL_TABLES = (
     "crm_note", "crm_person", "crm_organisation", "vault_subject_key", "identity_session",
     "identity_signin_failure", "identity_customer_account", "identity_staff_account",
-    "audit_subject", "audit_event",
+    "audit_subject", "audit_event", "audit_checkpoint",
 )
 
 

@@ -129,6 +129,10 @@ async def append_many(events: Sequence[tuple[Actor, Entry]], policy_version: str
         await AuditHead.update(
             {AuditHead.seq: seq, AuditHead.hash: prev_hash, AuditHead.updated_at: now}
         ).where(AuditHead.name == "main")
+        if seqs:
+            from server.audit.checkpoints import maybe_checkpoint  # it imports this module
+
+            await maybe_checkpoint(seq, prev_hash, now, batch_start=seqs[0])
         return seqs
 
 
@@ -138,6 +142,8 @@ class VerifyResult:
     checked: int
     problem: str = ""
     first_bad_seq: int | None = None
+    checkpoints: int = 0
+    """Signed checkpoints verified (signature, and the hash of the event they name when it is kept)."""
 
 
 class ChainVerifier:
@@ -146,10 +152,19 @@ class ChainVerifier:
     A modified event fails its own hash; a deleted one leaves a gap in seq and a broken
     link; an inserted or reordered one breaks the numbering or the link. Feeding rows in
     batches keeps memory bounded however long the chain is.
+
+    `checkpoints` maps the seq of each stored signed checkpoint to (hash, problem): the event
+    at that seq must have that hash (a full re-chain after a change is caught here), and a
+    problem ("signature invalid") fails verification. A chain whose prefix was pruned starts
+    at an "anchor": a validly signed checkpoint at first seq - 1 whose hash the first remaining
+    event links to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoints: Mapping[int, tuple[str, str]] | None = None) -> None:
         self.expected_prev, self.expected_seq, self.checked = GENESIS, 1, 0
+        self.start = 1
+        self.marks = dict(checkpoints or {})
+        self.anchors = {seq: digest for seq, (digest, problem) in self.marks.items() if not problem}
         self.failure: VerifyResult | None = None
 
     def feed(self, rows: Iterable[Mapping[str, Any]]) -> bool:
@@ -161,9 +176,16 @@ class ChainVerifier:
         if self.failure is not None:
             return False
         expected_prev, expected_seq = self.expected_prev, self.expected_seq
-        sha256, sep = hashlib.sha256, SEPARATOR
+        sha256, sep, marks = hashlib.sha256, SEPARATOR, self.marks
         for row in rows:
             seq = int(row[3])
+            if seq != expected_seq and expected_seq == 1 and seq > 1:  # the first event kept
+                if seq - 1 not in self.anchors:
+                    return self._fail(f"event {seq}: the chain starts here, but no validly signed checkpoint at "
+                                      f"event {seq - 1} anchors it (events were deleted from the start, or the "
+                                      "anchor checkpoint was removed or altered)", seq)
+                self.start = expected_seq = seq
+                expected_prev = self.anchors[seq - 1]
             if seq != expected_seq:
                 self._advance(expected_prev, expected_seq)
                 return self._fail(f"event {seq}: expected event {expected_seq} here "
@@ -181,6 +203,11 @@ class ChainVerifier:
                 self._advance(expected_prev, expected_seq)
                 return self._fail(f"event {seq}: its content does not match its hash (the event was modified)",
                                   seq)
+            if marks and seq in marks:
+                problem = self._mark_problem(seq, row[2])
+                if problem:
+                    self._advance(expected_prev, expected_seq)
+                    return self._fail(problem, seq)
             expected_prev, expected_seq = row[2], seq + 1
         self._advance(expected_prev, expected_seq)
         return True
@@ -190,9 +217,10 @@ class ChainVerifier:
         if self.failure is not None:
             return False
         expected_prev, expected_seq, sha256 = self.expected_prev, self.expected_seq, hashlib.sha256
+        marks = self.marks
         for row_id, seq, prev, digest, text in rows:
             if seq != expected_seq or prev != expected_prev or text is None \
-                    or sha256(text.encode()).hexdigest() != digest:
+                    or sha256(text.encode()).hexdigest() != digest or seq in marks:
                 self._advance(expected_prev, expected_seq)
                 if not self.feed_tuples([full_row(row_id)]):
                     return False
@@ -202,8 +230,17 @@ class ChainVerifier:
         self._advance(expected_prev, expected_seq)
         return True
 
+    def _mark_problem(self, seq: int, digest: str) -> str:
+        cp_hash, problem = self.marks[seq]
+        if problem:
+            return f"checkpoint at event {seq}: {problem}"
+        if cp_hash != digest:
+            return (f"checkpoint at event {seq} does not match the chain: event {seq} was changed after it "
+                    "was signed (it or an earlier event was rewritten)")
+        return ""
+
     def _advance(self, prev: str, seq: int) -> None:
-        self.expected_prev, self.expected_seq, self.checked = prev, seq, seq - 1
+        self.expected_prev, self.expected_seq, self.checked = prev, seq, seq - self.start
 
     def _fail(self, problem: str, seq: int) -> bool:
         self.failure = VerifyResult(False, self.checked, problem, seq)
@@ -212,11 +249,20 @@ class ChainVerifier:
     def finish(self, head: Mapping[str, Any] | None) -> VerifyResult:
         if self.failure is not None:
             return self.failure
-        if head is not None and (int(head["seq"]) != self.checked or head["hash"] != self.expected_prev):
+        last = self.expected_seq - 1
+        for seq in sorted(s for s in self.marks if s < self.start and self.marks[s][1]):  # in a pruned prefix
+            return VerifyResult(False, self.checked, f"checkpoint at event {seq}: {self.marks[seq][1]}", seq)
+        if last == 0 and head is not None and int(head["seq"]) > 0 \
+                and self.anchors.get(int(head["seq"])) == head["hash"]:
+            return VerifyResult(True, 0, checkpoints=len(self.marks))  # everything pruned, up to a checkpoint
+        if head is not None and (int(head["seq"]) != last or head["hash"] != self.expected_prev):
             return VerifyResult(False, self.checked, f"chain head says event {head['seq']} but the chain ends at "
-                                f"event {self.checked} (events were removed from the end or the head was altered)",
-                                min(self.checked, int(head["seq"])) + 1)
-        return VerifyResult(True, self.checked)
+                                f"event {last} (events were removed from the end or the head was altered)",
+                                min(last, int(head["seq"])) + 1)
+        for seq in sorted(s for s in self.marks if s > last):
+            return VerifyResult(False, self.checked, f"checkpoint at event {seq}: the chain ends before it, at "
+                                f"event {last} (events were removed from the end)", seq)
+        return VerifyResult(True, self.checked, checkpoints=len(self.marks))
 
 
 def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None = None) -> VerifyResult:
@@ -226,18 +272,24 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | Non
 
 
 _COLUMN_NAMES = ("id", "prev_hash", "hash", *HASHED_FIELDS)
+_CHECKPOINT_COLUMNS = "seq, hash, at, key_id, public_key, signature"
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 
 
 async def verify_database(batch: int = 20_000) -> VerifyResult:
     """Verify the live chain in insertion order (the storage id, so moved rows show up), in
     batches from one consistent snapshot: memory stays bounded at a million events and more."""
+    from server.audit.checkpoints import checkpoint_marks, trusted_key_id
+
+    trusted = trusted_key_id()
+    trusted_ids = None if trusted is None else {trusted}
     if is_sqlite():
-        return await anyio.to_thread.run_sync(_verify_sqlite_file, batch)
-    verifier, last_id = ChainVerifier(), 0
+        return await anyio.to_thread.run_sync(_verify_sqlite_file, batch, trusted_ids)
     async with engine().transaction():
         await raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         heads = await raw("SELECT seq, hash FROM audit_head WHERE name = 'main'")
+        stored = await raw(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint ORDER BY seq")
+        verifier, last_id = ChainVerifier(checkpoint_marks(stored, trusted_ids)), 0
         while True:
             rows = await raw(f"SELECT {_COLUMNS} FROM audit_event WHERE id > {{}} ORDER BY id LIMIT {int(batch)}",
                              last_id)
@@ -253,13 +305,18 @@ async def verify_database(batch: int = 20_000) -> VerifyResult:
 _SQLITE_HASHED_TEXT = " || char(31) || ".join(("prev_hash", *HASHED_FIELDS))
 
 
-def _verify_sqlite_file(batch: int) -> VerifyResult:
+def _verify_sqlite_file(batch: int, trusted_ids: set[str] | None = None) -> VerifyResult:
     """SQLite: one read transaction on a plain connection, values exactly as stored."""
-    verifier = ChainVerifier()
+    from server.audit.checkpoints import checkpoint_marks
+
     with contextlib.closing(sqlite3.connect(f"file:{engine().path}?mode=ro", uri=True)) as conn:
         conn.execute("BEGIN")
         row = conn.execute("SELECT seq, hash FROM audit_head WHERE name = 'main'").fetchone()
         head = {"seq": row[0], "hash": row[1]} if row else None
+        names = _CHECKPOINT_COLUMNS.split(", ")
+        stored = [dict(zip(names, r)) for r in
+                  conn.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint ORDER BY seq")]
+        verifier = ChainVerifier(checkpoint_marks(stored, trusted_ids))
         cursor = conn.execute(f"SELECT id, seq, prev_hash, hash, {_SQLITE_HASHED_TEXT} FROM audit_event ORDER BY id")
 
         def full_row(row_id: int) -> tuple[Any, ...]:

@@ -40,3 +40,14 @@ class AuditHead(Table, tablename="audit_head"):
     seq = BigInt()
     hash = Varchar(length=64)
     updated_at = Timestamptz()
+
+
+class AuditCheckpoint(Table, tablename="audit_checkpoint"):
+    """A signed statement that the chain's event `seq` had hash `hash`: Ed25519 over checkpoint_message."""
+
+    seq = BigInt(unique=True, help_text="The event whose hash is signed.")
+    hash = Varchar(length=64)
+    at = Timestamptz(help_text="When the checkpoint was signed.")
+    key_id = Varchar(length=32, help_text="First 16 hex digits of sha256 of the raw public key.")
+    public_key = Text(help_text="Base64 of the raw Ed25519 public key.")
+    signature = Text(help_text="Base64 of the Ed25519 signature.")

@@ -32,7 +32,7 @@ TARGETS = {
     ("email search", 1): (20.0, None),
 }
 FLOOR_RATIO_TARGET = 1.5
-DATASET_VERSION = 3  # bump when the schema or the audit hash format changes: the cache is rebuilt
+DATASET_VERSION = 4  # bump when the schema or the audit hash format changes: the cache is rebuilt
 VERIFY_TARGET = 200_000
 IMPORT_TARGET = 5_000
 ERASE_TARGET_MS = 100
