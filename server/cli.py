@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
@@ -202,6 +203,23 @@ async def _rotate_index(field: str, batch: int) -> tuple[int, str, list[str]]:
     return done, active, removed
 
 
+def _audited(action: str, command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a key command; when it succeeds, append an audit event naming it (never key material)."""
+
+    def run(args: argparse.Namespace) -> int:
+        code = command(args)
+        if code == 0:
+            from server.actor import system_actor
+            from server.audit.chain import Entry, append
+
+            detail = {"key_id": args.key_id} if getattr(args, "key_id", None) else {}
+            asyncio.run(append(system_actor("keys"), Entry(action=action, entity="keys", purpose="compliance_audit",
+                                                            fields=detail), require_kernel().policies.version))
+        return code
+
+    return run
+
+
 def cmd_keys_status(args: argparse.Namespace) -> int:
     """Key-encryption keys (from the vault) and the search-index keys each stored value names."""
     code = keys_cli.cmd_status(args)
@@ -281,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(func=cmd_audit_prune)
     key_commands = keys_cli.register(sub)
     key_commands.choices["status"].set_defaults(func=cmd_keys_status)
+    for name in ("rotate", "retire"):  # key management is an admin action: recorded in the audit
+        command = key_commands.choices[name]
+        command.set_defaults(func=_audited(f"keys_{name}", command.get_default("func")))
     reindex = key_commands.add_parser("rotate-index", help="give a search index a new key and rebuild it "
                                       "in batches while the apps serve (resumes an unfinished run)")
     reindex.add_argument("field", choices=["email", "phone", "name"])

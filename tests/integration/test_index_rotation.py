@@ -92,3 +92,13 @@ async def test_an_interrupted_email_index_rebuild_keeps_search_working_and_resum
     values = [r["email_index"] for r in await raw("SELECT email_index FROM crm_person")]
     assert all(v.startswith(f"{new_id}:") for v in values)
     assert await _found("email", MAX["email"]) == {ids[1]}
+
+
+async def test_key_rotation_through_mutual_is_recorded_in_the_audit(key_file: Path) -> None:
+    await _people()
+    result = subprocess.run([sys.executable, "-m", "server.cli", "keys", "rotate"], cwd=REPO, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = await raw("SELECT action, entity, outcome FROM audit_event WHERE entity = 'keys'")
+    assert [(e["action"], e["outcome"]) for e in events] == [("keys_rotate", "ok")]
+    assert "kek-2" in json.loads(key_file.read_text())["kek"]["keys"]
