@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from server.cli_groups import Commands, register_group, run_standalone
 from server.policy.engine import PolicySet
 from server.policy.loader import PolicyError, load_policies
 from server.policy.report import MatrixRow, diff, matrix, ordered_roles
@@ -83,20 +84,13 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     check.set_defaults(func=cmd_check)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-             ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """Add the `policies` command group to the `mutual` parser; returns it for commands of other areas."""
-    policies = subparsers.add_parser("policies", help="policy tools")
-    commands = policies.add_subparsers(dest="policies_command", required=True)
-    _add_commands(commands)
-    return commands
+def register(subparsers: Commands) -> Commands:
+    """Add the `policies` command group to the `mutual` parser."""
+    return register_group(subparsers, "policies", "policy tools", _add_commands)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mutual policies", description=__doc__)
-    _add_commands(parser.add_subparsers(dest="policies_command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_standalone("mutual policies", __doc__, _add_commands, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
+from server.cli_groups import Commands, register_group, run_standalone
 from server.kernel import require_kernel
 from server.settings import get_settings
 from server.vault.keys import INLINE_VARIABLE, KeyError_, inline_key_document, new_key_document
@@ -149,20 +150,13 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     retire.set_defaults(func=cmd_retire)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-             ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """Add the `keys` command group to the `mutual` parser; returns it for commands of other areas."""
-    keys = subparsers.add_parser("keys", help="key management")
-    commands = keys.add_subparsers(dest="keys_command", required=True)
-    _add_commands(commands)
-    return commands
+def register(subparsers: Commands) -> Commands:
+    """Add the `keys` command group to the `mutual` parser."""
+    return register_group(subparsers, "keys", "key management", _add_commands)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mutual keys", description=__doc__)
-    _add_commands(parser.add_subparsers(dest="keys_command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_standalone("mutual keys", __doc__, _add_commands, argv)
 
 
 if __name__ == "__main__":
