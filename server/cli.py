@@ -146,7 +146,11 @@ def cmd_audit_prune(args: argparse.Namespace) -> int:
     from server.audit.checkpoints import prune
 
     if args.before:
-        before = dt.datetime.fromisoformat(args.before)
+        try:
+            before = dt.datetime.fromisoformat(args.before)
+        except ValueError:
+            print(f"mutual: --before {args.before!r} is not a date; use YYYY-MM-DD, e.g. 2020-01-31", file=sys.stderr)
+            return 2
         before = before if before.tzinfo else before.replace(tzinfo=dt.timezone.utc)
     else:
         before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=get_settings().audit_retention_days)
@@ -296,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("checkpoint", help="sign the chain's current head").set_defaults(func=cmd_audit_checkpoint)
     prune = audit.add_parser("prune", help="delete old events after signing a checkpoint the rest starts from")
     prune.add_argument("--before", help="ISO date or time (default: now minus MUTUAL_AUDIT_RETENTION_DAYS)")
-    prune.set_defaults(func=cmd_audit_prune)
+    prune.set_defaults(func=_audited("audit_prune", cmd_audit_prune))
     key_commands = keys_cli.register(sub)
     key_commands.choices["status"].set_defaults(func=cmd_keys_status)
     for name in ("rotate", "retire"):  # key management is an admin action: recorded in the audit

@@ -36,7 +36,7 @@ DATASET_VERSION = 4  # bump when the schema or the audit hash format changes: th
 VERIFY_TARGET = 200_000
 IMPORT_TARGET = 5_000
 ERASE_TARGET_MS = 100
-AUDIT_SHARE_TARGET = 0.15
+AUDIT_OVERHEAD_TARGET = 0.15
 
 
 @dataclass(frozen=True)
@@ -244,9 +244,9 @@ def _section(backend: str, meta: dict, figures: dict[str, float], results: list[
               f"{_verdict(figures['verify_per_s'] >= VERIFY_TARGET)} |",
               f"| erase one person (median of 5, crypto-shredding) | {figures['erase_ms']:.1f} ms | "
               f"< {ERASE_TARGET_MS} ms | {_verdict(figures['erase_ms'] < ERASE_TARGET_MS)} |",
-              f"| audit's share of a person read (server side: appending the event / the whole read) | "
-              f"{figures['audit_share']:.0%} | ≤ {AUDIT_SHARE_TARGET:.0%} | "
-              f"{_verdict(figures['audit_share'] <= AUDIT_SHARE_TARGET)} |",
+              f"| audit overhead on a person read (server side, with vs without the audit event) | "
+              f"{figures['audit_overhead']:.0%} | ≤ {AUDIT_OVERHEAD_TARGET:.0%} | "
+              f"{_verdict(figures['audit_overhead'] <= AUDIT_OVERHEAD_TARGET)} |",
               f"| field encryptions per second (AES-256-GCM, one core) | {figures['encrypt_per_s']:,.0f} | | |",
               f"| field decryptions per second | {figures['decrypt_per_s']:,.0f} | | |",
               f"| data keys rewrapped per second (key rotation, crypto only) | {figures['rewrap_per_s']:,.0f} | | |",
