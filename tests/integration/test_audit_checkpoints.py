@@ -362,9 +362,11 @@ async def test_the_cli_signs_the_head_and_prunes_before_a_date(db: None) -> None
     pruned = _mutual("audit", "prune", "--before", before)
     assert pruned.returncode == 0, pruned.stderr
     assert "pruned 3 audit events" in pruned.stdout and "checkpoint at event 3" in pruned.stdout
-    assert [e["seq"] for e in await _events()] == [4, 5, 6]
+    # the pruning itself is an admin action: recorded as the next event
+    assert [(e["seq"], e["action"]) for e in await _events()][-1] == (7, "audit_prune")
+    assert [e["seq"] for e in await _events()] == [4, 5, 6, 7]
     again = _mutual("audit", "prune")  # default: the six-year retention period
     assert again.returncode == 0 and "nothing pruned" in again.stdout
     intact = _mutual("audit", "verify")
     assert intact.returncode == 0, intact.stderr
-    assert "3 events verified" in intact.stdout
+    assert "5 events verified" in intact.stdout  # 4-7 and the second prune's own event
