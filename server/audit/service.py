@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -17,6 +18,7 @@ from server.audit.chain import Entry, VerifyResult, _iso, append, verify_databas
 from server.audit.tables import AuditEvent, AuditSubject
 from server.db import write_transaction
 from server.errors import Invalid, PolicyDenied
+from server.identity.tables import StaffAccount
 from server.kernel import get_kernel
 
 AUDIT_PURPOSE = "compliance_audit"
@@ -48,6 +50,8 @@ class EventView:
     reason: str
     outcome: str
     subjects: list[str]
+    actor_name: str = ""
+    """The staff member's handle, only where policy lets the customer see it (else empty)."""
 
 
 @dataclass(frozen=True)
@@ -158,15 +162,37 @@ async def my_access_log(actor: Actor, *, filters: AuditFilters | None = None, be
     if before is not None:
         query = query.where(AuditEvent.seq < before)
     rows = await query.order_by(AuditEvent.seq, ascending=False).limit(limit)
-    return [_view(r) for r in rows]
+    return await _with_staff_names([_view(r) for r in rows])
+
+
+async def _with_staff_names(events: list[EventView]) -> list[EventView]:
+    """Staff handles for the customer's log, when access.yml lets customers read
+    identity_staff_account.username for self_service; by default it does not: roles only."""
+    decision = get_kernel().policies.decide(
+        # is_self: the customer is reading the log of their own record
+        roles=frozenset({"customer"}), is_self=True, action="read", purpose="self_service",
+        table="identity_staff_account", fields=["username"])["username"]
+    ids = {e.actor_id for e in events if e.actor_kind == "staff"}
+    if decision.effect != "allow" or not ids:
+        return events
+    valid = []
+    for actor_id in ids:
+        try:
+            valid.append(uuid.UUID(actor_id))
+        except ValueError:
+            continue
+    rows = await StaffAccount.select(StaffAccount.id, StaffAccount.username).where(StaffAccount.id.is_in(valid))
+    names = {str(r["id"]): r["username"] for r in rows}
+    return [dataclasses.replace(e, actor_name=names.get(e.actor_id, "")) if e.actor_kind == "staff" else e
+            for e in events]
 
 
 def _who(event: EventView) -> str:
-    """Who, as the customer is told: their role only (the policies grant customers no staff names)."""
+    """Who, as the customer is told: the role, and the staff handle where policy allows it."""
     if event.actor_kind == "customer":
         return "You"
     if event.actor_kind == "staff":
-        return f"Staff ({event.role})"
+        return f"{event.actor_name} (staff, {event.role})" if event.actor_name else f"Staff ({event.role})"
     return event.actor_kind
 
 
@@ -186,7 +212,7 @@ async def my_access_log_download(actor: Actor, file_format: str, filters: AuditF
 
     async def events() -> AsyncIterator[list[EventView]]:
         async for rows in _batches(filters, [pseudonym], None):
-            yield [_view(r) for r in rows]
+            yield await _with_staff_names([_view(r) for r in rows])
 
     async def as_csv() -> AsyncIterator[str]:
         yield _csv_rows([ACCESS_COLUMNS])
