@@ -64,6 +64,19 @@ def test_staff_creates_a_person_and_finds_them_by_email(stack: Stack, page: Page
     check_accessibility(page, "backoffice-person")
 
 
+def test_error_pages_explain_the_problem_accessibly(stack: Stack, page: Page) -> None:
+    staff_sign_in(page, stack)
+    page.goto(f"{stack.backoffice}/people/00000000-0000-4000-8000-000000000000")
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    check_accessibility(page, "backoffice-not-found")
+    page.get_by_role("button", name="Sign out admin").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    staff_sign_in(page, stack, "support", "mutual-support-demo")
+    page.goto(f"{stack.backoffice}/audit")
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    check_accessibility(page, "backoffice-not-allowed")
+
+
 def test_staff_reveals_a_birth_date_with_a_reason(stack: Stack, page: Page) -> None:
     staff_sign_in(page, stack)
     find_by_email(page, ERIKA_EMAIL)
