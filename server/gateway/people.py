@@ -164,7 +164,8 @@ async def person_pseudonym(actor: Actor, person_id: uuid.UUID) -> str:
 
 
 async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Record:
-    decisions = await _decide(actor, "read", purpose, PERSON, PERSON_FIELDS, person_id)
+    relations = await _relations(actor, person_id)
+    decisions = await _decide(actor, "read", purpose, PERSON, PERSON_FIELDS, person_id, relations)
     visible = _visible(decisions)
     if not visible:
         raise await _denied(actor, "read", PERSON, purpose, decisions, person_id)
@@ -173,7 +174,7 @@ async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Rec
         if not rows:
             raise NotFound("No person with this id; they may have been erased.")
         row = rows[0]
-        revealed = await _apply_reveal_grants(actor, purpose, person_id, decisions)
+        revealed = await _apply_reveal_grants(actor, purpose, person_id, decisions, relations)
         await _audit(actor, Entry(action="read", entity=PERSON, purpose=purpose,
                                   subjects=(str(row["pseudonym"]),), fields=_summary(decisions)))
     record = _person_record(row, keys_from_rows(get_kernel().keys, rows), decisions)
@@ -182,7 +183,8 @@ async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Rec
 
 
 async def _apply_reveal_grants(actor: Actor, purpose: str, person_id: uuid.UUID,
-                               decisions: dict[str, FieldDecision]) -> dict[str, dt.datetime]:
+                               decisions: dict[str, FieldDecision],
+                               relations: frozenset[str]) -> dict[str, dt.datetime]:
     """Masked fields this member of staff revealed a short while ago are shown in full until the grant
     ends, as long as the policy still lets them reveal the field; the audit event names the grant."""
     masked = [f for f, d in decisions.items() if d.effect == "mask"]
@@ -193,7 +195,7 @@ async def _apply_reveal_grants(actor: Actor, purpose: str, person_id: uuid.UUID,
         & (RevealGrant.expires_at > _now()) & RevealGrant.field.is_in(masked))
     if not grants:
         return {}
-    still = await _decide(actor, "reveal", purpose, PERSON, [g["field"] for g in grants], person_id)
+    still = await _decide(actor, "reveal", purpose, PERSON, [g["field"] for g in grants], person_id, relations)
     revealed = {}
     for grant in grants:
         if still[grant["field"]].effect == "allow":
