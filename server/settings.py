@@ -43,6 +43,39 @@ class Settings:
     """PEM (PKCS8) Ed25519 private key that signs audit checkpoints; separate from the encryption keys."""
     audit_retention_days: int
     """`mutual audit prune` deletes audit events older than this, after signing a checkpoint."""
+    staff_mfa: str
+    """required (default): staff who sign in with a password must pass a second factor, and enrol
+    one first if they have none; optional: a second factor is asked for only when enrolled."""
+    pending_signin_minutes: int
+    """How long a password-checked sign-in may wait for its second factor."""
+    email_link_minutes: int
+    """Lifetime of an emailed sign-in, verification or reset link (single use, bound to the browser)."""
+    smtp_host: str
+    """SMTP server for outgoing mail; empty: mail goes to `mail_outbox` instead."""
+    smtp_port: int
+    smtp_security: str
+    """none, starttls or tls."""
+    smtp_user: str
+    smtp_password: str
+    mail_from: str
+    mail_outbox: Path
+    """Directory that receives mails as .eml files when no SMTP host is set (development)."""
+    portal_origin: str
+    """Public origin of the portal (https://portal.example.org); links in mails and the WebAuthn origin.
+    Empty: taken from the request, which is only right behind a proxy that sets the Host header."""
+    backoffice_origin: str
+    oidc_issuer: str
+    """OpenID provider for staff single sign-on; empty: SSO is off."""
+    oidc_client_id: str
+    oidc_client_secret: str
+    oidc_scopes: str
+    oidc_role_claim: str
+    """Claim holding the user's groups or roles, e.g. groups."""
+    oidc_role_map: dict[str, str]
+    """Claim value → Mutual role, from MUTUAL_OIDC_ROLE_MAP="crm-admins=admin,crm-sales=sales"."""
+    oidc_team_claim: str
+    oidc_label: str
+    """The button's text: 'Sign in with …'."""
 
     @property
     def is_postgres(self) -> bool:
@@ -51,6 +84,22 @@ class Settings:
     @property
     def sqlite_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:///"))
+
+
+def _role_map(raw: str) -> dict[str, str]:
+    pairs = [p.strip() for p in raw.split(",") if p.strip()]
+    bad = [p for p in pairs if p.count("=") != 1 or not all(x.strip() for x in p.split("="))]
+    if bad:
+        raise ValueError(f"MUTUAL_OIDC_ROLE_MAP: {', '.join(bad)} is not claim-value=role; "
+                         "write it as crm-admins=admin,crm-sales=sales")
+    return {k.strip(): v.strip() for k, v in (p.split("=") for p in pairs)}
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    return value
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -81,4 +130,24 @@ def get_settings() -> Settings:
         reveal_minutes=int(os.environ.get("MUTUAL_REVEAL_MINUTES", "10")),
         audit_signing_key_file=Path(os.environ.get("MUTUAL_AUDIT_SIGNING_KEY", key_file.parent / "audit-signing.key")),
         audit_retention_days=int(os.environ.get("MUTUAL_AUDIT_RETENTION_DAYS", str(6 * 365))),
+        staff_mfa=_choice("MUTUAL_STAFF_MFA", "required", ("required", "optional")),
+        pending_signin_minutes=int(os.environ.get("MUTUAL_PENDING_SIGNIN_MINUTES", "10")),
+        email_link_minutes=int(os.environ.get("MUTUAL_EMAIL_LINK_MINUTES", "10")),
+        smtp_host=os.environ.get("MUTUAL_SMTP_HOST", ""),
+        smtp_port=int(os.environ.get("MUTUAL_SMTP_PORT", "587")),
+        smtp_security=_choice("MUTUAL_SMTP_SECURITY", "starttls", ("none", "starttls", "tls")),
+        smtp_user=os.environ.get("MUTUAL_SMTP_USER", ""),
+        smtp_password=os.environ.get("MUTUAL_SMTP_PASSWORD", ""),
+        mail_from=os.environ.get("MUTUAL_MAIL_FROM", "Mutual <no-reply@localhost>"),
+        mail_outbox=Path(os.environ.get("MUTUAL_MAIL_OUTBOX", var_dir / "outbox")),
+        portal_origin=os.environ.get("MUTUAL_PORTAL_ORIGIN", "").rstrip("/"),
+        backoffice_origin=os.environ.get("MUTUAL_BACKOFFICE_ORIGIN", "").rstrip("/"),
+        oidc_issuer=os.environ.get("MUTUAL_OIDC_ISSUER", "").rstrip("/"),
+        oidc_client_id=os.environ.get("MUTUAL_OIDC_CLIENT_ID", ""),
+        oidc_client_secret=os.environ.get("MUTUAL_OIDC_CLIENT_SECRET", ""),
+        oidc_scopes=os.environ.get("MUTUAL_OIDC_SCOPES", "openid profile email"),
+        oidc_role_claim=os.environ.get("MUTUAL_OIDC_ROLE_CLAIM", "groups"),
+        oidc_role_map=_role_map(os.environ.get("MUTUAL_OIDC_ROLE_MAP", "")),
+        oidc_team_claim=os.environ.get("MUTUAL_OIDC_TEAM_CLAIM", ""),
+        oidc_label=os.environ.get("MUTUAL_OIDC_LABEL", "single sign-on"),
     )

@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from backoffice.routes.audit import AuditController
+from backoffice.routes.mfa import mfa_handlers
 from backoffice.routes.people import PeopleController, home
 from backoffice.routes.records import RecordsController
 from server.identity.service import staff_sign_in
 from server.web import signin_handlers
+from server.web.account import account_handlers
 
 
 def route_handlers() -> list[Any]:
     return [
         *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/"),
+        *mfa_handlers(),
+        *account_handlers("backoffice"),
         home,
         PeopleController,
         AuditController,

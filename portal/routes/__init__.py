@@ -7,12 +7,14 @@ from typing import Any
 from portal.routes.me import AccessController, ProfileController, home
 from server.identity.service import customer_sign_in
 from server.web import signin_handlers
+from server.web.account import account_handlers
 
 
 def route_handlers() -> list[Any]:
     return [
         *signin_handlers("portal", customer_sign_in, login_label="Email address", login_type="email",
                          home="/profile"),
+        *account_handlers("portal"),
         home,
         ProfileController,
         AccessController,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -12,90 +11,102 @@ from dataclasses import dataclass
 from server.actor import Actor
 from server.audit.chain import Entry, append
 from server.db import raw, write_transaction
-from server.errors import Invalid, SignInFailed, TooManyAttempts
-from server.identity.passwords import hash_password, needs_rehash, verify_password
-from server.identity.tables import CustomerAccount, Session, SigninFailure, StaffAccount
+from server.errors import Invalid, SignInFailed
+from server.identity import limits
+from server.identity.passwords import hash_password, needs_rehash, password_problem, verify_password
+from server.identity.tables import CustomerAccount, Session, StaffAccount
 from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault import blind_index, normalise_email
 
 GENERIC_FAILURE = "The sign-in details are not correct. Check them and try again."
-TOO_MANY = "Too many sign-in attempts. Wait {minutes} minutes, then try again."
+STAGES = ("full", "mfa", "enrol")
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _limit_key(kind: str, value: str) -> str:
-    """A keyed hash, so neither account names nor client addresses are stored."""
-    _, key = get_kernel().keys.index_key("ratelimit")
-    return hmac.new(key, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
+_token_hash = token_hash
 
 
-async def _audit(actor: Actor, action: str, outcome: str, subjects: tuple[str, ...] = ()) -> None:
+async def audit_security(actor: Actor, action: str, outcome: str, subjects: tuple[str, ...] = (),
+                         fields: dict[str, str] | None = None) -> None:
+    """An account-security event (sign-in, second factor, session, credential change)."""
     await append(actor, Entry(action=action, entity="session", purpose="account_security",
-                              outcome=outcome, subjects=subjects), get_kernel().policies.version)
+                              outcome=outcome, subjects=subjects, fields=fields or {}),
+                 get_kernel().policies.version)
 
 
-async def _check_limits(face: str, keys: list[str]) -> None:
-    settings = get_settings()
-    since = _now() - dt.timedelta(minutes=settings.signin_window_minutes)
-    for key in keys:
-        count = await SigninFailure.count().where(
-            (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.at > since)
-        )
-        if count >= settings.signin_max_failures:
-            raise TooManyAttempts(TOO_MANY.format(minutes=settings.signin_window_minutes))
-
-
-async def _record_failure(face: str, keys: list[str]) -> None:
-    now = _now()
-    await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now) for k in keys])
+_audit = audit_security
 
 
 @dataclass(frozen=True)
 class SignedIn:
     token: str
     actor: Actor
+    stage: str = "full"
+    """full, or the second factor the sign-in still waits for: mfa (enter a code) or enrol (set one up)."""
 
 
-async def _finish(face: str, kind: str, account_id: uuid.UUID, keys: list[str], actor: Actor,
-                  subjects: tuple[str, ...] = ()) -> SignedIn:
-    """Create the session, clear the account's failures and record the sign-in, atomically."""
+async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method: str, device: str = "",
+                       stage: str = "full", replaces: str | None = None, clear_keys: tuple[str, ...] = (),
+                       subjects: tuple[str, ...] = ()) -> SignedIn:
+    """A new session with a new token (a sign-in never keeps an old token), atomically with the
+    deletion of the session it `replaces`, the account's failure count and the audit event.
+
+    A session that waits for a second factor lives `pending_signin_minutes` and is never resumed
+    as a signed-in session; `complete_signin` replaces it."""
+    assert stage in STAGES
     token = secrets.token_urlsafe(32)
     now = _now()
     settings = get_settings()
+    life = (dt.timedelta(hours=settings.session_absolute_hours) if stage == "full"
+            else dt.timedelta(minutes=settings.pending_signin_minutes))
     async with write_transaction():
-        await Session.insert(Session(token_hash=_token_hash(token), face=face, account_id=account_id,
-                                     created_at=now, last_seen_at=now,
-                                     expires_at=now + dt.timedelta(hours=settings.session_absolute_hours)))
-        await SigninFailure.delete().where(SigninFailure.key == keys[0])
-        await _audit(actor, "signin", "ok", subjects)
-    return SignedIn(token, actor)
+        if replaces:
+            await Session.delete().where(Session.token_hash == token_hash(replaces))
+        await Session.insert(Session(token_hash=token_hash(token), face=face, account_id=account_id,
+                                     created_at=now, last_seen_at=now, expires_at=now + life,
+                                     handle=uuid.uuid4(), stage=stage, method=method[:32],
+                                     device=device[:64]))
+        for key in clear_keys:
+            await limits.clear("signin", face, key)
+        if stage == "full":
+            await audit_security(actor, "signin", "ok", subjects, {"method": method})
+    return SignedIn(token, actor, stage)
 
 
-async def _fail(face: str, keys: list[str], anonymous: Actor) -> SignInFailed:
+async def _fail(face: str, keys: list[str], anonymous: Actor, kind: str = "signin") -> SignInFailed:
     async with write_transaction():
-        await _record_failure(face, keys)
-        await _audit(anonymous, "signin", "failed")
+        await limits.record(kind, face, keys)
+        await audit_security(anonymous, "signin" if kind == "signin" else f"signin_{kind}", "failed")
     return SignInFailed(GENERIC_FAILURE)
 
 
-def _anonymous(face: str, request_id: str) -> Actor:
+record_failure = _fail
+
+
+def anonymous_actor(face: str, request_id: str) -> Actor:
     return Actor(kind="anonymous", id="", face=face, request_id=request_id)
 
 
-async def staff_sign_in(username: str, password: str, client: str, request_id: str) -> SignedIn:
+_anonymous = anonymous_actor
+
+
+async def staff_sign_in(username: str, password: str, client: str, request_id: str,
+                        device: str = "") -> SignedIn:
+    """Check a staff password. The session it opens waits for the second factor when the account has
+    one (stage mfa) or when staff must have one and this account has none yet (stage enrol)."""
     username = username.strip().casefold()
     if not username or not password:
         raise Invalid({"username": "enter your user name and password"})
-    keys = [_limit_key("staff", username), _limit_key("ip", client)]
-    await _check_limits("backoffice", keys)
+    keys = [limits.limit_key("staff", username), limits.limit_key("ip", client)]
+    await limits.check("signin", "backoffice", keys)
     rows = await StaffAccount.select().where((StaffAccount.username == username) & (StaffAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
     if not await verify_password(account["password_hash"] if account else None, password) or account is None:
@@ -104,25 +115,77 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     if needs_rehash(account["password_hash"]):
         await StaffAccount.update({StaffAccount.password_hash: await hash_password(password)}).where(
             StaffAccount.id == account["id"])
-    return await _finish("backoffice", "staff", account["id"], keys, actor)
+    stage = "full"
+    if account["totp_secret"]:
+        stage = "mfa"
+    elif get_settings().staff_mfa == "required":
+        stage = "enrol"
+    return await open_session("backoffice", account["id"], actor, method="password", device=device,
+                              stage=stage, clear_keys=(keys[0],))
 
 
-async def customer_sign_in(email: str, password: str, client: str, request_id: str) -> SignedIn:
+class NotVerified(Exception):
+    """The password was right, but the customer has not confirmed the email address yet."""
+
+    def __init__(self, account_id: uuid.UUID) -> None:
+        super().__init__("Confirm your email address first: we have sent you a new link.")
+        self.account_id = account_id
+
+
+async def customer_sign_in(email: str, password: str, client: str, request_id: str,
+                           device: str = "") -> SignedIn:
     if not email.strip() or not password:
         raise Invalid({"email": "enter your email address and password"})
     index = blind_index(get_kernel().keys, "signin", normalise_email(email))
-    keys = [_limit_key("customer", index), _limit_key("ip", client)]
-    await _check_limits("portal", keys)
+    keys = [limits.limit_key("customer", index), limits.limit_key("ip", client)]
+    await limits.check("signin", "portal", keys)
     rows = await CustomerAccount.select().where(
         (CustomerAccount.email_index == index) & (CustomerAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
     if not await verify_password(account["password_hash"] if account else None, password) or account is None:
         raise await _fail("portal", keys, _anonymous("portal", request_id))
+    if account["verified_at"] is None:
+        raise NotVerified(account["id"])
     actor = customer_actor(account, request_id)
     if needs_rehash(account["password_hash"]):
         await CustomerAccount.update({CustomerAccount.password_hash: await hash_password(password)}).where(
             CustomerAccount.id == account["id"])
-    return await _finish("portal", "customer", account["id"], keys, actor)
+    return await open_session("portal", account["id"], actor, method="password", device=device,
+                              clear_keys=(keys[0],))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A password-checked staff sign-in that waits for its second factor."""
+
+    token: str
+    stage: str
+    method: str
+    device: str
+    account: dict
+
+
+async def pending_signin(token: str) -> Pending | None:
+    """The backoffice sign-in waiting for a second factor behind this cookie token, if it is live."""
+    if not token:
+        return None
+    rows = await Session.select().where((Session.token_hash == token_hash(token))
+                                        & (Session.face == "backoffice") & (Session.stage != "full"))
+    if not rows or rows[0]["expires_at"] <= _now():
+        return None
+    accounts = await StaffAccount.select().where((StaffAccount.id == rows[0]["account_id"])
+                                                 & (StaffAccount.active == True))  # noqa: E712
+    if not accounts:
+        return None
+    return Pending(token, rows[0]["stage"], rows[0]["method"], rows[0]["device"], accounts[0])
+
+
+async def complete_signin(pending: Pending, factor: str, request_id: str) -> SignedIn:
+    """The second factor passed: the waiting session is replaced by a signed-in one (a new token)."""
+    actor = staff_actor(pending.account, request_id)
+    return await open_session("backoffice", pending.account["id"], actor,
+                              method=f"{pending.method}+{factor}", device=pending.device,
+                              replaces=pending.token)
 
 
 def staff_actor(account: dict, request_id: str) -> Actor:
@@ -140,10 +203,10 @@ def customer_actor(account: dict, request_id: str) -> Actor:
 _SESSION_QUERIES = {
     "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.username, a.roles, a.team "
                   "FROM identity_session s JOIN identity_staff_account a ON a.id = s.account_id "
-                  "WHERE s.token_hash = {} AND s.face = 'backoffice' AND a.active",
+                  "WHERE s.token_hash = {} AND s.face = 'backoffice' AND s.stage = 'full' AND a.active",
     "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.person_id "
               "FROM identity_session s JOIN identity_customer_account a ON a.id = s.account_id "
-              "WHERE s.token_hash = {} AND s.face = 'portal' AND a.active",
+              "WHERE s.token_hash = {} AND s.face = 'portal' AND s.stage = 'full' AND a.active",
 }
 
 
@@ -192,15 +255,124 @@ async def create_staff(username: str, password: str, roles: list[str], team: str
     return account_id
 
 
-async def create_customer_account(person_id: uuid.UUID, email: str, password: str) -> uuid.UUID:
-    if len(password) < 8:
-        raise Invalid({"password": "use at least 8 characters"})
+async def create_customer_account(person_id: uuid.UUID, email: str, password: str = "", *,
+                                  verified: bool = True) -> uuid.UUID:
+    """A portal account for a person. Without a password the customer signs in by emailed link or
+    passkey; `verified=False` for self-service sign-ups until the emailed link is followed."""
+    if password and (problem := password_problem(password)):
+        raise Invalid({"password": problem})
     account_id = uuid.uuid4()
+    now = _now()
     await CustomerAccount.insert(CustomerAccount(
         id=account_id, person_id=person_id,
         email_index=blind_index(get_kernel().keys, "signin", normalise_email(email)),
-        password_hash=await hash_password(password), created_at=_now()))
+        password_hash=await hash_password(password) if password else "", created_at=now,
+        verified_at=now if verified else None))
     return account_id
+
+
+def signin_email_index(email: str) -> str:
+    return blind_index(get_kernel().keys, "signin", normalise_email(email))
+
+
+async def set_password(actor: Actor, current_token: str, current: str, new: str) -> SignedIn:
+    """Change (or, when there is none yet, set) the signed-in account's password. The current
+    password is asked for when there is one; the session is rotated and the change audited."""
+    table = StaffAccount if actor.kind == "staff" else CustomerAccount
+    rows = await table.select(table.password_hash).where(table.id == uuid.UUID(actor.id))
+    if not rows:
+        raise SignInFailed(GENERIC_FAILURE)
+    stored = rows[0]["password_hash"]
+    if stored and not await _just_reset(current_token) and not await verify_password(stored, current):
+        raise Invalid({"current": "the current password is not correct"})
+    if problem := password_problem(new):
+        raise Invalid({"password": problem})
+    new_hash = await hash_password(new)
+    async with write_transaction():
+        await table.update({table.password_hash: new_hash}).where(table.id == uuid.UUID(actor.id))
+        await audit_security(actor, "password_change", "ok")
+    return await rotate_session(actor, current_token)
+
+
+async def _just_reset(token: str) -> bool:
+    """A session opened by an emailed reset link within its lifetime may set a password without the
+    old one (that is the point of a reset)."""
+    rows = await Session.select(Session.method, Session.created_at).where(Session.token_hash == token_hash(token))
+    limit = dt.timedelta(minutes=get_settings().email_link_minutes)
+    return bool(rows) and rows[0]["method"] == "reset_link" and rows[0]["created_at"] > _now() - limit
+
+
+async def password_needs_current(actor: Actor, token: str) -> bool:
+    """Whether the password form must ask for the current password."""
+    table = StaffAccount if actor.kind == "staff" else CustomerAccount
+    rows = await table.select(table.password_hash).where(table.id == uuid.UUID(actor.id))
+    return bool(rows and rows[0]["password_hash"]) and not await _just_reset(token)
+
+
+async def rotate_session(actor: Actor, token: str) -> SignedIn:
+    """A new token for the same session after a privilege or credential change (ASVS 7.2.4)."""
+    rows = await Session.select().where(Session.token_hash == token_hash(token))
+    if not rows:
+        raise SignInFailed(GENERIC_FAILURE)
+    new = secrets.token_urlsafe(32)
+    method = "password" if rows[0]["method"] == "reset_link" else rows[0]["method"]
+    await Session.update({Session.token_hash: token_hash(new), Session.method: method}).where(
+        Session.token_hash == token_hash(token))
+    return SignedIn(new, actor)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    handle: str
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    method: str
+    device: str
+    current: bool
+
+
+async def list_sessions(actor: Actor, current_token: str) -> list[SessionInfo]:
+    """The signed-in account's live sessions on this face, most recently used first."""
+    now, current = _now(), token_hash(current_token)
+    rows = await Session.select().where(
+        (Session.account_id == uuid.UUID(actor.id)) & (Session.face == actor.face) & (Session.stage == "full")
+        & (Session.expires_at > now)).order_by(Session.last_seen_at, ascending=False)
+    idle = dt.timedelta(minutes=get_settings().session_idle_minutes)
+    return [SessionInfo(str(r["handle"]), r["created_at"], r["last_seen_at"], r["method"],
+                        r["device"] or "Unknown browser", r["token_hash"] == current)
+            for r in rows if r["last_seen_at"] + idle > now]
+
+
+async def revoke_session(actor: Actor, handle: str) -> bool:
+    """End one of the account's own sessions; False when there is no such session (of this account)."""
+    try:
+        wanted = uuid.UUID(handle)
+    except ValueError:
+        return False
+    where = ((Session.handle == wanted) & (Session.account_id == uuid.UUID(actor.id))
+             & (Session.face == actor.face))
+    async with write_transaction():
+        if not await Session.exists().where(where):
+            return False
+        await Session.delete().where(where)
+        await audit_security(actor, "session_revoke", "ok")
+    return True
+
+
+async def revoke_other_sessions(actor: Actor, current_token: str) -> int:
+    """End every session of the account on this face but the current one."""
+    where = ((Session.account_id == uuid.UUID(actor.id)) & (Session.face == actor.face)
+             & (Session.token_hash != token_hash(current_token)))
+    async with write_transaction():
+        count = await Session.count().where(where)
+        await Session.delete().where(where)
+        await audit_security(actor, "session_revoke_others", "ok", fields={"count": str(count)})
+    return count
+
+
+async def revoke_all_sessions(account_id: uuid.UUID, face: str) -> None:
+    """End every session of an account (after a credential reset or deactivation)."""
+    await Session.delete().where((Session.account_id == account_id) & (Session.face == face))
 
 
 async def remove_customer_accounts(person_id: uuid.UUID) -> None:

@@ -109,3 +109,4 @@ def decrypt_field(dk: DataKey, table: str, column: str, row_id: uuid.UUID, token
         return AESGCM(dk.key).decrypt(nonce, sealed, _field_aad(table, column, dk.subject_id, row_id)).decode()
     except InvalidTag:
         raise DecryptionFailed(f"{table}.{column} of row {row_id} failed authentication") from None
+

@@ -28,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - Windows has no flock; key-file changes are then unserialised
     fcntl = None  # type: ignore[assignment]
 
-INDEX_NAMES = ("email", "ratelimit", "csrf", "signin", "phone", "name")
+INDEX_NAMES = ("email", "ratelimit", "csrf", "signin", "phone", "name", "mfa")
 INLINE_VARIABLE = "MUTUAL_KEYS"
 # Seconds between checks of the key file for a rotation made by another process.
 FOLLOW_INTERVAL = float(os.environ.get("MUTUAL_KEY_FOLLOW_SECONDS", "1.0"))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import pyotp
 from litestar import Litestar
 
 from backoffice.app import create_app as create_backoffice
@@ -18,6 +21,8 @@ from server import gateway
 from server.actor import system_actor
 from server.audit.tables import AuditEvent
 from server.crm import service as people
+from server.identity import service as identity
+from server.identity import totp
 from server.identity.service import (
     create_customer_account,
     create_staff,
@@ -82,16 +87,48 @@ async def sign_in_attempt(client: Client, login: str, password: str,
 
 
 async def signed_in(client: Client, login: str, password: str) -> str:
-    """Sign in through the form and return the CSRF token to use for later POSTs."""
+    """Sign in through the form (password, then the authenticator code for staff) and return the CSRF
+    token to use for later POSTs."""
     token = await csrf_token(client)
     response = await sign_in_attempt(client, login, password, token)
     assert response.status_code == 303, f"sign-in as {login} failed: {response.status_code}"
+    assert response.headers["location"] != "/signin/enrol", f"{login} has no authenticator: use make_staff"
+    if response.headers["location"] == "/signin/mfa":
+        response = await post_form(client, "/signin/mfa", {"code": await totp_code(login)}, token)
+        assert response.status_code == 303, f"second step as {login} failed: {response.status_code}"
     return token
 
 
-async def make_staff(username: str, *roles: str) -> str:
-    """A staff account with the given roles; returns its login."""
-    await create_staff(username, STAFF_PASSWORD, list(roles))
+# Staff made here enrol an authenticator as a real user would; the tests play the app.
+TOTP_SECRETS: dict[str, str] = {}
+_LAST_STEP: dict[str, int] = {}
+
+
+async def totp_code(username: str) -> str:
+    """The code an authenticator app would show for the next step the server still accepts (codes are
+    single-use and the server takes one step either side of now, so a quick succession waits)."""
+    now = int(time.time() // totp.STEP)
+    step = max(_LAST_STEP.get(username, 0) + 1, now - 1)
+    if step > now + 1:
+        await asyncio.sleep((step - 1) * totp.STEP - time.time() + 0.05)
+    _LAST_STEP[username] = step
+    return pyotp.TOTP(TOTP_SECRETS[username]).at(step * totp.STEP)
+
+
+async def enrol_totp(username: str, account_id: uuid.UUID) -> None:
+    enrolment = totp.begin_enrolment(account_id, username)
+    TOTP_SECRETS[username] = enrolment.secret
+    _LAST_STEP.pop(username, None)
+    codes = await totp.confirm_enrolment(system_actor("test"), account_id, enrolment.sealed,
+                                         await totp_code(username))
+    assert codes, f"enrolment of {username} failed"
+
+
+async def make_staff(username: str, *roles: str, team: str | None = None, mfa: bool = True) -> str:
+    """A staff account with the given roles and (unless mfa=False) an enrolled authenticator."""
+    account_id = await create_staff(username, STAFF_PASSWORD, list(roles), team=team)
+    if mfa:
+        await enrol_totp(username, account_id)
     return username
 
 
@@ -177,8 +214,16 @@ async def pseudonym_of(person_id: uuid.UUID) -> str:
 
 
 async def staff_session(username: str, password: str = STAFF_PASSWORD) -> str:
-    """A live backoffice session token, made by the real sign-in service (no form round trip)."""
-    return (await staff_sign_in(username, password, "face-test-setup", uuid.uuid4().hex)).token
+    """A live backoffice session token, made by the real sign-in services, password then authenticator
+    code (no form round trip)."""
+    started = await staff_sign_in(username, password, "face-test-setup", uuid.uuid4().hex)
+    if started.stage == "full":
+        return started.token
+    pending = await identity.pending_signin(started.token)
+    assert pending is not None and pending.stage == "mfa", f"{username} has no authenticator enrolled"
+    factor = await totp.check_code(pending.account, await totp_code(username))
+    assert factor == "totp", f"the authenticator code of {username} was refused"
+    return (await identity.complete_signin(pending, factor, uuid.uuid4().hex)).token
 
 
 async def customer_session(email: str, password: str = CUSTOMER_PASSWORD) -> str:

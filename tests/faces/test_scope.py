@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from server.identity.service import create_staff
 from tests.faces._client import (
     STAFF_PASSWORD,
     events_since,
     face_client,
     last_seq,
     make_person,
+    make_staff,
     post_form,
     signed_in,
     summary,
@@ -17,7 +17,7 @@ from tests.support import ERIKA, MAX
 
 
 async def test_a_sales_rep_lists_searches_and_opens_only_their_own_people(db: None) -> None:
-    await create_staff("rep", STAFF_PASSWORD, ["sales"], team="north")
+    await make_staff("rep", "sales", team="north")
     not_theirs = await make_person(MAX)  # created by the system: nobody's
     async with face_client("backoffice") as client:
         csrf = await signed_in(client, "rep", STAFF_PASSWORD)

@@ -1,0 +1,78 @@
+"""Rate limits with exponential back-off, per account and per client address, for every way in:
+password sign-in, second factors, emailed links, password resets and sign-ups.
+
+Each failure (or, for mail-sending actions, each request) is one row keyed by a keyed hash of the
+account or the client address, never the value itself. Up to `signin_max_failures` in a day are
+free; the next one locks the key for `signin_window_minutes`, and each further one, once the lock
+is over, doubles the wait (capped at a day).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+import uuid
+
+from server.errors import TooManyAttempts
+from server.identity.tables import SigninFailure
+from server.kernel import get_kernel
+from server.settings import get_settings
+
+MEMORY = dt.timedelta(days=1)
+CAP = dt.timedelta(days=1)
+MESSAGES = {
+    "signin": "Too many sign-in attempts. Wait {minutes} minutes, then try again.",
+    "mfa": "Too many wrong codes. Wait {minutes} minutes, then try again.",
+    "email_link": "Too many emails asked for. Wait {minutes} minutes, then ask again.",
+    "reset": "Too many password resets asked for. Wait {minutes} minutes, then ask again.",
+    "signup": "Too many sign-ups from here. Wait {minutes} minutes, then try again.",
+}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def limit_key(kind: str, value: str) -> str:
+    """A keyed hash, so neither account names nor client addresses are stored."""
+    _, key = get_kernel().keys.index_key("ratelimit")
+    return hmac.new(key, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def lock_for(failures: int) -> dt.timedelta:
+    """How long a key with this many recent failures waits after its last one."""
+    settings = get_settings()
+    over = failures - settings.signin_max_failures
+    if over < 0:
+        return dt.timedelta(0)
+    return min(CAP, dt.timedelta(minutes=settings.signin_window_minutes) * (2 ** min(over, 16)))
+
+
+async def check(kind: str, face: str, keys: list[str]) -> None:
+    """Raise TooManyAttempts when any key is locked; says how long to wait, never which key."""
+    now = _now()
+    wait = dt.timedelta(0)
+    for key in keys:
+        rows = await SigninFailure.select(SigninFailure.at).where(
+            (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind)
+            & (SigninFailure.at > now - MEMORY)
+        ).order_by(SigninFailure.at, ascending=False)
+        if rows:
+            wait = max(wait, rows[0]["at"] + lock_for(len(rows)) - now)
+    if wait > dt.timedelta(0):
+        raise TooManyAttempts(MESSAGES[kind].format(minutes=math.ceil(wait.total_seconds() / 60)))
+
+
+async def record(kind: str, face: str, keys: list[str]) -> None:
+    """Count one failure (or one mail sent) against each key."""
+    now = _now()
+    await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now, kind=kind)
+                                 for k in keys])
+
+
+async def clear(kind: str, face: str, key: str) -> None:
+    """Forget an account's failures after it succeeded (never the client address's)."""
+    await SigninFailure.delete().where(
+        (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind))
