@@ -20,6 +20,8 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.smtp_server import SmtpServer
+
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = os.environ.get("MUTUAL_CHROMIUM", "/usr/bin/chromium")
@@ -56,7 +58,14 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback that receives the faces' mail; tests read links from it."""
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(smtp: SmtpServer) -> Iterator[Stack]:
     var_dir = Path(tempfile.mkdtemp(prefix="mutual-e2e-"))
     env = {
         **os.environ,
@@ -64,6 +73,9 @@ def stack() -> Iterator[Stack]:
         "MUTUAL_KEY_FILE": str(var_dir / "keys.json"),
         "MUTUAL_DATABASE_URL": f"sqlite:///{var_dir / 'mutual.sqlite3'}",
         "PICCOLO_CONF": "server.piccolo_conf",
+        "MUTUAL_SMTP_HOST": smtp.host,
+        "MUTUAL_SMTP_PORT": str(smtp.port),
+        "MUTUAL_SMTP_SECURITY": "none",
     }
     env.pop("MUTUAL_DEV", None)
     mutual = [sys.executable, "-m", "server.cli"]

@@ -16,6 +16,7 @@ import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
 from server.kernel import require_kernel
 from server.settings import get_settings
 from server import backup_cli
+from server.identity import cli as identity_cli
 from server.policy import cli as policy_cli
 from server.vault import keys_cli
 
@@ -67,6 +68,10 @@ def _print_welcome(portal: str, backoffice: str) -> None:
     print("\nDemo sign-in details:")
     for login in demo_logins():
         print(f"  {login.face:<11} {login.login:<32} password: {login.password}")
+    settings = get_settings()
+    print("\nStaff set up an authenticator app (TOTP) at their first sign-in.")
+    if not settings.smtp_host:
+        print(f"Mail (sign-in links, address checks) goes to {settings.mail_outbox}: `mutual outbox` shows it.")
     print(flush=True)
 
 
@@ -313,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.set_defaults(func=cmd_keys_rotate_index)
     backup_cli.register(sub)
     policy_cli.register(sub)
+    identity_cli.register(sub)
     return parser
 
 

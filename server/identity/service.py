@@ -14,7 +14,14 @@ from server.db import raw, write_transaction
 from server.errors import Invalid, SignInFailed
 from server.identity import limits
 from server.identity.passwords import hash_password, needs_rehash, password_problem, verify_password
-from server.identity.tables import CustomerAccount, Session, StaffAccount
+from server.identity.tables import (
+    AuthChallenge,
+    CustomerAccount,
+    EmailToken,
+    Session,
+    SigninFailure,
+    StaffAccount,
+)
 from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault import blind_index, normalise_email
@@ -76,9 +83,19 @@ async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method
                                      device=device[:64]))
         for key in clear_keys:
             await limits.clear("signin", face, key)
+        await purge_expired(now)
         if stage == "full":
             await audit_security(actor, "signin", "ok", subjects, {"method": method})
     return SignedIn(token, actor, stage)
+
+
+async def purge_expired(now: dt.datetime) -> None:
+    """Forget what has run out (sessions, ceremonies, emailed links, old failures): done at each sign-in,
+    which is rare next to page views, so no scheduler is needed (retention class `session`)."""
+    await Session.delete().where(Session.expires_at < now)
+    await AuthChallenge.delete().where(AuthChallenge.expires_at < now)
+    await EmailToken.delete().where(EmailToken.expires_at < now - limits.MEMORY)
+    await SigninFailure.delete().where(SigninFailure.at < now - limits.MEMORY)
 
 
 async def _fail(face: str, keys: list[str], anonymous: Actor, kind: str = "signin") -> SignInFailed:

@@ -1,0 +1,55 @@
+"""`mutual staff reset-mfa` and `mutual outbox`, run in-process against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server.identity import cli
+from server.identity.service import create_staff
+from server.identity.tables import StaffAccount
+from server.mail import Mail, send
+from server.settings import get_settings
+from tests.faces._client import enrol_totp, events_since, last_seq, summary
+
+
+def _run(*argv: str) -> int:
+    from server.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
+    return int(args.func(args))
+
+
+async def test_reset_mfa_clears_the_authenticator_and_is_audited(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    account_id = await create_staff("lost-phone", "staff-password-for-tests", ["support"])
+    await enrol_totp("lost-phone", account_id)
+    before = await last_seq()
+    # The command runs its own event loop, as it does from the shell.
+    code = await asyncio.to_thread(_run, "staff", "reset-mfa", "lost-phone")
+    assert code == 0
+    rows = await StaffAccount.select(StaffAccount.totp_secret).where(StaffAccount.id == account_id)
+    assert rows[0]["totp_secret"] is None
+    assert summary(await events_since(before)) == [("mfa_reset", "session", "ok")]
+    assert "set up a new authenticator" in capsys.readouterr().out
+
+
+async def test_reset_mfa_of_an_unknown_account_says_so(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await asyncio.to_thread(_run, "staff", "reset-mfa", "nobody-here") == 1
+    assert "there is no staff account 'nobody-here'" in capsys.readouterr().out
+
+
+async def test_outbox_lists_the_last_mails_with_their_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MUTUAL_MAIL_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.delenv("MUTUAL_SMTP_HOST", raising=False)
+    get_settings.cache_clear()
+    try:
+        await send(Mail("erika.mustermann@example.org", "Sign-in link", "Open https://portal.test/signin/email/open?t=abc"))
+        assert cli.cmd_outbox(type("Args", (), {"last": 5})()) == 0
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert "Sign-in link" in out and "https://portal.test/signin/email/open?t=abc" in out
