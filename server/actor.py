@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ class Actor:
     team: str | None = None
     """Staff: the team whose people they serve (record scope "team")."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    signed_in_at: dt.datetime | None = None
+    """When this session's sign-in happened (changes to how one signs in need a recent one)."""
 
     @property
     def role(self) -> str:

@@ -37,3 +37,9 @@ class SignInFailed(DomainError):
 
 class TooManyAttempts(DomainError):
     status = 429
+
+
+class ReauthenticationRequired(DomainError):
+    """A change to how one signs in needs a recent sign-in (ASVS 7.5.1)."""
+
+    status = 403

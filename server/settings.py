@@ -46,6 +46,8 @@ class Settings:
     staff_mfa: str
     """required (default): staff who sign in with a password must pass a second factor, and enrol
     one first if they have none; optional: a second factor is asked for only when enrolled."""
+    reauth_minutes: int
+    """Changes to how one signs in (second factor, passkeys, ending sessions) need a sign-in this recent."""
     pending_signin_minutes: int
     """How long a password-checked sign-in may wait for its second factor."""
     email_link_minutes: int
@@ -131,6 +133,7 @@ def get_settings() -> Settings:
         audit_signing_key_file=Path(os.environ.get("MUTUAL_AUDIT_SIGNING_KEY", key_file.parent / "audit-signing.key")),
         audit_retention_days=int(os.environ.get("MUTUAL_AUDIT_RETENTION_DAYS", str(6 * 365))),
         staff_mfa=_choice("MUTUAL_STAFF_MFA", "required", ("required", "optional")),
+        reauth_minutes=int(os.environ.get("MUTUAL_REAUTH_MINUTES", "15")),
         pending_signin_minutes=int(os.environ.get("MUTUAL_PENDING_SIGNIN_MINUTES", "10")),
         email_link_minutes=int(os.environ.get("MUTUAL_EMAIL_LINK_MINUTES", "10")),
         smtp_host=os.environ.get("MUTUAL_SMTP_HOST", ""),

@@ -13,12 +13,13 @@ from litestar.response import Redirect
 from server.errors import TooManyAttempts
 from server.identity import limits, totp
 from server.identity import service as identity
-from server.web import render, requires_staff
+from server.web import render, requires_recent_signin, requires_staff
 from server.web.auth import SESSION_COOKIES, session_cookie
 from server.web.signin import client_address
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
-WRONG_CODE = "That code is not right, or was used already. Enter the current code from your app, or a recovery code."
+WRONG_CODE = ("That code is not right, or was used already. Enter the current code from your app, "
+              "or a recovery code.")
 EXPIRED = "Your sign-in has expired. Sign in again with your user name and password."
 
 
@@ -120,7 +121,7 @@ async def two_step(request: Request, low: str | None = None) -> Response:
     return render(request, "backoffice/two_step.html", left=left, flash=flash)
 
 
-@post("/account/two-step", guards=[requires_staff], name="two-step-enrol")
+@post("/account/two-step", guards=[requires_staff, requires_recent_signin], name="two-step-enrol")
 async def two_step_enrol(request: Request, data: Form) -> Response:
     """Set up the authenticator app from the account page (when staff MFA is optional); a privilege change,
     so the session gets a new token."""
@@ -132,12 +133,14 @@ async def two_step_enrol(request: Request, data: Form) -> Response:
         return _enrol_page(request, account_id, request.user.display, "/account/two-step", 400,
                            "That code is not right. Scan the new code below and try again.")
     result = await identity.rotate_session(request.user, request.auth or "")
-    response = render(request, "backoffice/recovery_codes.html", codes=codes, continue_to="/account")
+    response = render(request, "backoffice/recovery_codes.html", codes=codes,
+                      continue_to="/account/sessions?changed=factor")
     response.set_cookie(session_cookie("backoffice", result.token))
     return response
 
 
-@post("/account/two-step/recovery-codes", guards=[requires_staff], name="recovery-codes")
+@post("/account/two-step/recovery-codes", guards=[requires_staff, requires_recent_signin],
+      name="recovery-codes")
 async def new_recovery_codes(request: Request) -> Response:
     """Replace all recovery codes with new ones, shown once."""
     if not await totp.has_totp(uuid.UUID(request.user.id)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 from pathlib import Path
 
 import anyio
@@ -48,13 +49,30 @@ def _common_passwords() -> frozenset[str]:
         return frozenset(line.strip() for line in fh if line.strip())
 
 
-def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None. Length and the common-password list only: no
-    composition rules (NIST SP 800-63B, ASVS 6.2)."""
+# Context-specific words (ASVS 6.1.2, 6.2.11): the product, its parts and the words of this trade.
+# Operators add their own (the business's name, its products, its town) in MUTUAL_PASSWORD_CONTEXT_WORDS.
+CONTEXT_WORDS = frozenset({"mutual", "mutualcrm", "crm", "backoffice", "portal", "customer", "customers",
+                           "staff", "admin", "administrator", "sales", "support", "compliance", "password",
+                           "passwort", "kunde", "kunden", "welcome", "willkommen"})
+
+
+def _context_words() -> frozenset[str]:
+    extra = os.environ.get("MUTUAL_PASSWORD_CONTEXT_WORDS", "")
+    return CONTEXT_WORDS | {w.strip().lower() for w in extra.split(",") if w.strip()}
+
+
+def password_problem(password: str, *, personal: tuple[str, ...] = ()) -> str | None:
+    """Why a new password is refused, or None. Length, the common-password list and context words
+    only: no composition rules (NIST SP 800-63B, ASVS 6.2). `personal`: the account's own words
+    (user name, the email address's local part), refused as the core of a password."""
     if len(password) < MIN_LENGTH:
         return f"use at least {MIN_LENGTH} characters; a few words in a row make a good password"
     if len(password) > MAX_LENGTH:
         return f"use at most {MAX_LENGTH} characters"
     if password.strip().lower() in _common_passwords():
         return "this password is on the list of the most common passwords; choose another one"
+    core = "".join(ch for ch in password.lower() if ch.isalpha())
+    own = {w.lower() for w in personal if len(w) >= 4}
+    if core in _context_words() or any(w in password.lower() for w in own):
+        return "this password is built on a word anyone could guess here (your name, the product or the business); choose another one"
     return None

@@ -208,20 +208,24 @@ async def complete_signin(pending: Pending, factor: str, request_id: str) -> Sig
 def staff_actor(account: dict, request_id: str) -> Actor:
     roles = frozenset(r.strip() for r in account["roles"].split(",") if r.strip())
     return Actor(kind="staff", id=str(account["id"]), face="backoffice", roles=roles,
-                 display=account["username"], team=account.get("team"), request_id=request_id)
+                 display=account["username"], team=account.get("team"), request_id=request_id,
+                 signed_in_at=account.get("signed_in_at"))
 
 
 def customer_actor(account: dict, request_id: str) -> Actor:
     pid = account["person_id"]
     return Actor(kind="customer", id=str(account["id"]), face="portal", roles=frozenset({"customer"}),
-                 person_id=pid if isinstance(pid, uuid.UUID) else uuid.UUID(str(pid)), request_id=request_id)
+                 person_id=pid if isinstance(pid, uuid.UUID) else uuid.UUID(str(pid)), request_id=request_id,
+                 signed_in_at=account.get("signed_in_at"))
 
 
 _SESSION_QUERIES = {
-    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.username, a.roles, a.team "
+    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.created_at AS signed_in_at, "
+                  "a.id, a.username, a.roles, a.team "
                   "FROM identity_session s JOIN identity_staff_account a ON a.id = s.account_id "
                   "WHERE s.token_hash = {} AND s.face = 'backoffice' AND s.stage = 'full' AND a.active",
-    "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, a.id, a.person_id "
+    "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.created_at AS signed_in_at, "
+              "a.id, a.person_id "
               "FROM identity_session s JOIN identity_customer_account a ON a.id = s.account_id "
               "WHERE s.token_hash = {} AND s.face = 'portal' AND s.stage = 'full' AND a.active",
 }
@@ -302,7 +306,7 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     stored = rows[0]["password_hash"]
     if stored and not await _just_reset(current_token) and not await verify_password(stored, current):
         raise Invalid({"current": "the current password is not correct"})
-    if problem := password_problem(new):
+    if problem := password_problem(new, personal=(actor.display,) if actor.kind == "staff" else ()):
         raise Invalid({"password": problem})
     new_hash = await hash_password(new)
     async with write_transaction():
@@ -384,6 +388,15 @@ async def revoke_other_sessions(actor: Actor, current_token: str) -> int:
         count = await Session.count().where(where)
         await Session.delete().where(where)
         await audit_security(actor, "session_revoke_others", "ok", fields={"count": str(count)})
+    return count
+
+
+async def end_all_sessions(account_id: uuid.UUID | None = None) -> int:
+    """An administrator ends every session of one account (any face), or of everyone."""
+    where = Session.account_id == account_id if account_id is not None else Session.token_hash.is_not_null()
+    async with write_transaction():
+        count = await Session.count().where(where)
+        await Session.delete().where(where)
     return count
 
 

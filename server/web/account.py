@@ -11,13 +11,19 @@ from litestar.response import Redirect
 
 from server.errors import Invalid
 from server.identity import service as identity
-from server.web.auth import requires_signed_in, session_cookie
+from server.web.auth import requires_recent_signin, requires_signed_in, session_cookie
 from server.web.rendering import render
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 METHODS = {"password": "Password", "password+totp": "Password and authenticator code",
            "password+recovery_code": "Password and recovery code", "passkey": "Passkey",
            "oidc": "Single sign-on", "email_link": "Emailed link", "reset_link": "Password reset link"}
+CHANGED = {
+    "password": "Your password is changed. If someone else may have known the old one, sign out your other "
+                "sessions below.",
+    "factor": "How you sign in has changed. If that was because of a lost device, sign out your other "
+              "sessions below.",
+}
 PASSWORD_LABELS = {"current": "Current password", "password": "New password"}
 
 
@@ -29,12 +35,12 @@ def account_handlers(face: str) -> list[Any]:
     """Handlers of /account on one face; the second factor pages are the backoffice's own."""
 
     @get("/account", guards=[requires_signed_in], name=f"{face}-account")
-    async def overview(request: Request, saved: str | None = None) -> Response:
+    async def overview(request: Request) -> Response:
         """How I sign in, and where I am signed in."""
         sessions = await identity.list_sessions(request.user, request.auth or "")
         has_password = await identity.password_needs_current(request.user, request.auth or "")
         return render(request, "account.html", nav=_nav(request), sessions=len(sessions),
-                      has_password=has_password, flash="Your password is saved." if saved else None)
+                      has_password=has_password)
 
     @get("/account/password", guards=[requires_signed_in], name=f"{face}-password-form")
     async def password_form(request: Request) -> Response:
@@ -53,19 +59,22 @@ def account_handlers(face: str) -> list[Any]:
             needs = await identity.password_needs_current(request.user, request.auth or "")
             return render(request, "account_password.html", nav=_nav(request), needs_current=needs,
                           errors=exc.errors, labels=PASSWORD_LABELS, status_code=400)
-        response = Redirect("/account?saved=1", status_code=303)
+        # Offer to end the other sessions right after a credential change (ASVS 7.4.3).
+        response = Redirect("/account/sessions?changed=password", status_code=303)
         response.set_cookie(session_cookie(face, result.token))
         return response
 
     @get("/account/sessions", guards=[requires_signed_in], name=f"{face}-sessions")
-    async def sessions(request: Request, ended: str | None = None) -> Response:
+    async def sessions(request: Request, ended: str | None = None, changed: str | None = None) -> Response:
         """Where I am signed in."""
         rows = await identity.list_sessions(request.user, request.auth or "")
         flash = {"one": "That session is signed out.", "others": "Every other session is signed out."}
+        notice = CHANGED.get(changed or "")
         return render(request, "account_sessions.html", nav=_nav(request), sessions=rows, methods=METHODS,
-                      flash=flash.get(ended or ""))
+                      flash=notice or flash.get(ended or ""))
 
-    @post("/account/sessions/{handle:str}/revoke", guards=[requires_signed_in], name=f"{face}-session-revoke")
+    @post("/account/sessions/{handle:str}/revoke", guards=[requires_recent_signin],
+          name=f"{face}-session-revoke")
     async def revoke(request: Request, handle: str) -> Response:
         """Sign out one session (my own only); revoking the current one signs me out here."""
         current = [s for s in await identity.list_sessions(request.user, request.auth or "") if s.current]
@@ -78,7 +87,7 @@ def account_handlers(face: str) -> list[Any]:
             return response
         return Redirect("/account/sessions?ended=one", status_code=303)
 
-    @post("/account/sessions/revoke-others", guards=[requires_signed_in], name=f"{face}-sessions-revoke")
+    @post("/account/sessions/revoke-others", guards=[requires_recent_signin], name=f"{face}-sessions-revoke")
     async def revoke_others(request: Request) -> Response:
         """Sign out everywhere but here."""
         await identity.revoke_other_sessions(request.user, request.auth or "")

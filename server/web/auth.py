@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from litestar.connection import ASGIConnection
@@ -11,6 +12,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from server.actor import Actor
+from server.errors import ReauthenticationRequired
+from server.settings import get_settings
 from server.identity.service import resume_session
 
 SESSION_COOKIES = {"portal": "__Host-mutual-portal", "backoffice": "__Host-mutual-staff"}
@@ -49,6 +52,18 @@ def requires_customer(connection: ASGIConnection, handler: BaseRouteHandler) -> 
     requires_signed_in(connection, handler)
     if connection.user.kind != "customer":
         raise NotAuthorizedException("Sign in with your customer account.")
+
+
+def requires_recent_signin(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Changes to how one signs in need a sign-in within the last `reauth_minutes`: whoever finds an
+    unlocked, signed-in browser cannot lock its owner out or add their own passkey."""
+    requires_signed_in(connection, handler)
+    minutes = get_settings().reauth_minutes
+    signed_in_at = connection.user.signed_in_at
+    if signed_in_at is None or signed_in_at < dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes):
+        raise ReauthenticationRequired(
+            f"For your security, this change needs a sign-in from the last {minutes} minutes. "
+            "Sign out (top right), sign in again, then come back to this page.")
 
 
 def requires_role(role: str):  # noqa: ANN201 - a guard factory

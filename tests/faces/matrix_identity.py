@@ -9,7 +9,7 @@ from tests.faces.matrix_base import PAGE, SIGN_IN, STAFF_PASSWORD, CUSTOMER_PASS
 START_OVER = Expect(303, "/signin?expired=1")
 BAD_CURRENT = {"current": "not-the-password", "password": "a new and long password"}
 NEW_PASSWORD = "a new and long password"
-PASSWORD_SAVED = ok(303, ("password_change", "session"), location="/account?saved=1")
+PASSWORD_SAVED = ok(303, ("password_change", "session"), location="/account/sessions?changed=password")
 NO_SUCH_SESSION = Expect(404)
 OTHERS_ENDED = ok(303, ("session_revoke_others", "session"), location="/account/sessions?ended=others")
 
@@ -23,7 +23,7 @@ def _account_entries(face: str) -> list[Entry]:
             entry("GET", "/account", PAGE),
             entry("GET", "/account/password", PAGE),
             entry("POST", "/account/password", Expect(400),
-                  Expect(303, "/account?saved=1", (("password_change", "session", "ok"),),
+                  Expect(303, "/account/sessions?changed=password", (("password_change", "session", "ok"),),
                          {"current": STAFF_PASSWORD, "password": NEW_PASSWORD}), form=BAD_CURRENT),
             entry("GET", "/account/sessions", PAGE),
             entry("POST", "/account/sessions/{handle:str}/revoke", NO_SUCH_SESSION),
@@ -36,7 +36,7 @@ def _account_entries(face: str) -> list[Entry]:
         own("GET", "/account", PAGE),
         own("GET", "/account/password", PAGE),
         own("POST", "/account/password",
-            Expect(303, "/account?saved=1", (("password_change", "session", "ok"),),
+            Expect(303, "/account/sessions?changed=password", (("password_change", "session", "ok"),),
                    {"current": CUSTOMER_PASSWORD, "password": NEW_PASSWORD}), Expect(400), form=BAD_CURRENT),
         own("GET", "/account/sessions", PAGE),
         own("POST", "/account/sessions/{handle:str}/revoke", NO_SUCH_SESSION),

@@ -53,3 +53,21 @@ async def test_outbox_lists_the_last_mails_with_their_links(tmp_path: Path, monk
         get_settings.cache_clear()
     out = capsys.readouterr().out
     assert "Sign-in link" in out and "https://portal.test/signin/email/open?t=abc" in out
+
+
+async def test_an_administrator_ends_the_sessions_of_one_member_of_staff_or_of_everyone(
+        db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.faces._client import make_staff, staff_session
+    from server.identity.service import resume_session
+
+    await make_staff("leaver", "support")
+    await make_staff("stayer", "support")
+    leaver, stayer = await staff_session("leaver"), await staff_session("stayer")
+    before = await last_seq()
+    assert await asyncio.to_thread(_run, "staff", "sign-out", "leaver") == 0
+    assert await resume_session("backoffice", leaver, "r") is None
+    assert await resume_session("backoffice", stayer, "r") is not None
+    assert await asyncio.to_thread(_run, "sessions", "end-all") == 0
+    assert await resume_session("backoffice", stayer, "r") is None
+    assert summary(await events_since(before)) == [("session_end_admin", "session", "ok")] * 2
+    assert "1 session(s) of leaver ended" in capsys.readouterr().out

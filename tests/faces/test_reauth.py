@@ -1,0 +1,68 @@
+"""Changes to how one signs in need a recent sign-in (ASVS 7.5.1): an old session may browse, not change."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from server.identity.service import token_hash
+from server.identity.tables import Session
+from server.settings import get_settings
+from server.web.auth import SESSION_COOKIES
+from tests.faces._client import (
+    events_since,
+    face_client,
+    last_seq,
+    make_customer,
+    make_staff,
+    post_form,
+    staff_session,
+    customer_session,
+    use_cookies,
+)
+from tests.support import ERIKA, csrf_from
+
+CHANGES = [
+    ("backoffice", "/account/two-step/recovery-codes"),
+    ("backoffice", "/account/sessions/revoke-others"),
+    ("portal", "/account/sessions/revoke-others"),
+]
+
+
+async def _age(token: str, minutes: int) -> None:
+    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes)
+    await Session.update({Session.created_at: earlier}).where(Session.token_hash == token_hash(token))
+
+
+@pytest.mark.parametrize(("face", "path"), CHANGES)
+async def test_an_old_sign_in_must_sign_in_again_before_changing_how_it_signs_in(face: str, path: str,
+                                                                                 db: None) -> None:
+    if face == "backoffice":
+        await make_staff("admin", "admin")
+        token = await staff_session("admin")
+    else:
+        customer = await make_customer(ERIKA)
+        token = await customer_session(customer.email)
+    await _age(token, get_settings().reauth_minutes + 1)
+    async with face_client(face) as client:
+        use_cookies(client, {SESSION_COOKIES[face]: token})
+        page = await client.get("/account")
+        assert page.status_code == 200  # reading is fine
+        csrf = csrf_from(page.text)
+        before = await last_seq()
+        response = await post_form(client, path, {}, csrf)
+    assert response.status_code == 403
+    assert "needs a sign-in from the last" in response.text and "sign in again" in response.text
+    assert await events_since(before) == []
+
+
+async def test_a_fresh_sign_in_may_change_how_it_signs_in(db: None) -> None:
+    await make_staff("admin", "admin")
+    token = await staff_session("admin")
+    await _age(token, get_settings().reauth_minutes - 1)
+    async with face_client("backoffice") as client:
+        use_cookies(client, {SESSION_COOKIES["backoffice"]: token})
+        csrf = csrf_from((await client.get("/account")).text)
+        response = await post_form(client, "/account/two-step/recovery-codes", {}, csrf)
+    assert response.status_code == 200 and response.text.count("<li><code>") == 10
