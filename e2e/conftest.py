@@ -20,6 +20,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.oidc_provider import OidcProvider
 from tests.smtp_server import SmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +56,8 @@ class Stack:
     backoffice: str
     var_dir: Path
     database: Path
+    oidc: str = ""
+    """Issuer URL of the OpenID provider (oidc-provider-mock) the backoffice signs staff in with."""
 
 
 @pytest.fixture(scope="session")
@@ -86,17 +89,22 @@ def stack(smtp: SmtpServer) -> Iterator[Stack]:
 
     procs: list[subprocess.Popen] = []
     urls = {}
+    oidc = OidcProvider().start()
     try:
+        ports = {"portal": _free_port(), "backoffice": _free_port()}
+        client_id, secret = oidc.register_client([f"http://localhost:{ports['backoffice']}/signin/sso/callback"])
+        env.update(oidc.env(client_id, secret, label="Mock ID"))
         for face in ("portal", "backoffice"):
-            port = _free_port()
+            port = ports[face]
             log = var_dir / f"{face}.log"
             proc = subprocess.Popen(serve_command(face, "127.0.0.1", port), env=env, cwd=REPO,
                                     stdout=log.open("w"), stderr=subprocess.STDOUT)
             procs.append(proc)
             urls[face] = f"http://localhost:{port}"
             _wait_healthy(urls[face], proc, log)
-        yield Stack(urls["portal"], urls["backoffice"], var_dir, var_dir / "mutual.sqlite3")
+        yield Stack(urls["portal"], urls["backoffice"], var_dir, var_dir / "mutual.sqlite3", oidc.issuer)
     finally:
+        oidc.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:

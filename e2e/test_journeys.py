@@ -52,7 +52,7 @@ def password_then_code(page: Page, stack: Stack, user: str, password: str, check
         check_accessibility(page, "backoffice-signin")
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(re.compile(r".*/signin/(enrol|mfa)$"))
     if page.url.endswith("/signin/enrol"):
         if check:
@@ -62,7 +62,7 @@ def password_then_code(page: Page, stack: Stack, user: str, password: str, check
         if check:
             check_accessibility(page, "backoffice-mfa")
         page.get_by_label("Code").fill(totp_code(user))
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def staff_sign_in(page: Page, stack: Stack, user: str = "admin", password: str = "mutual-admin-demo") -> None:
@@ -83,7 +83,7 @@ def customer_sign_in(page: Page, stack: Stack) -> None:
     check_accessibility(page, "portal-signin")
     page.get_by_label("Email address").fill(ERIKA_EMAIL)
     page.get_by_label("Password").fill("erika-portal-demo")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("heading", name="My data")).to_be_visible()
 
 
@@ -125,7 +125,7 @@ def test_error_pages_explain_the_problem_accessibly(stack: Stack, page: Page) ->
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     check_accessibility(page, "backoffice-not-found")
     page.get_by_role("button", name="Sign out admin").click()
-    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
     staff_sign_in(page, stack, "support", "mutual-support-demo")
     page.goto(f"{stack.backoffice}/audit")
     expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()

@@ -78,6 +78,10 @@ class Settings:
     oidc_team_claim: str
     oidc_label: str
     """The button's text: 'Sign in with …'."""
+    oidc_mfa: str
+    """Whose second factor counts for staff signing in through the provider: amr (default: the
+    provider's, when the ID token's `amr` claim shows one; otherwise Mutual asks for its own),
+    provider (always the provider's: it enforces MFA for everyone), mutual (always Mutual's own)."""
 
     @property
     def is_postgres(self) -> bool:
@@ -153,4 +157,5 @@ def get_settings() -> Settings:
         oidc_role_map=_role_map(os.environ.get("MUTUAL_OIDC_ROLE_MAP", "")),
         oidc_team_claim=os.environ.get("MUTUAL_OIDC_TEAM_CLAIM", ""),
         oidc_label=os.environ.get("MUTUAL_OIDC_LABEL", "single sign-on"),
+        oidc_mfa=_choice("MUTUAL_OIDC_MFA", "amr", ("amr", "provider", "mutual")),
     )

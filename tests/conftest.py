@@ -57,6 +57,8 @@ write_signing_key(_VAR / "audit-signing.key")
 ALL_TABLES = (
     "crm_note", "crm_person", "crm_organisation", "vault_subject_key", "identity_session",
     "identity_signin_failure", "identity_customer_account", "identity_staff_account",
+    "identity_recovery_code", "identity_passkey", "identity_external", "identity_email_token",
+    "identity_challenge",
     "audit_subject", "audit_event", "audit_checkpoint",
 )
 

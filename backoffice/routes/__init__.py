@@ -9,13 +9,19 @@ from backoffice.routes.mfa import mfa_handlers
 from backoffice.routes.people import PeopleController, home
 from backoffice.routes.records import RecordsController
 from server.identity.service import staff_sign_in
+from server.settings import get_settings
 from server.web import signin_handlers
 from server.web.account import account_handlers
+from server.web.oidc import oidc_handlers
 
 
 def route_handlers() -> list[Any]:
+    settings = get_settings()
+    page_extra: dict[str, Any] = {"oidc_label": settings.oidc_label} if settings.oidc_issuer else {}
     return [
-        *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/"),
+        *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/",
+                         page_extra=page_extra),
+        *oidc_handlers(page_extra),
         *mfa_handlers(),
         *account_handlers("backoffice"),
         home,

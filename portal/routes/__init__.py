@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from portal.routes.email_links import email_link_handlers, on_unverified
 from portal.routes.me import AccessController, ProfileController, home
 from server.identity.service import customer_sign_in
 from server.web import signin_handlers
@@ -13,7 +14,8 @@ from server.web.account import account_handlers
 def route_handlers() -> list[Any]:
     return [
         *signin_handlers("portal", customer_sign_in, login_label="Email address", login_type="email",
-                         home="/profile"),
+                         home="/profile", page_extra={"email_link": True}, on_unverified=on_unverified),
+        *email_link_handlers(),
         *account_handlers("portal"),
         home,
         ProfileController,

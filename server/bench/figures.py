@@ -126,13 +126,43 @@ async def _audit_overhead(samples: int = 200) -> float:
     return audited / bare - 1
 
 
+async def _signin_timing(rounds: int = 15) -> tuple[float, float]:
+    """Median time of a failed customer sign-in for an address with an account (wrong password) and
+    for one without: the two must cost the same, or the timing tells whether an account exists.
+    Interleaved, so drift hits both alike. The bench process lifts the rate limit (env) for this."""
+    import statistics
+    import uuid
+
+    from server.errors import SignInFailed
+    from server.identity.service import create_customer_account, customer_sign_in
+    from server.gateway import create_person
+    from server.actor import system_actor
+
+    email = f"timing-{uuid.uuid4().hex[:8]}@bench.example"
+    pid = await create_person(system_actor("bench"), purpose="customer_service", values={"email": email})
+    await create_customer_account(pid, email, "bench-timing-password")
+    times: dict[str, list[float]] = {"known": [], "unknown": []}
+    for i in range(rounds * 2):
+        kind = "known" if i % 2 == 0 else "unknown"
+        login = email if kind == "known" else f"nobody-{i}@bench.example"
+        started = time.perf_counter()
+        try:
+            await customer_sign_in(login, "wrong-password-here", f"bench-{i}", uuid.uuid4().hex)
+        except SignInFailed:
+            pass
+        times[kind].append((time.perf_counter() - started) * 1000)
+    return statistics.median(times["known"]), statistics.median(times["unknown"])
+
+
 def main() -> int:
     verify_rate, verified = asyncio.run(_verify())
     import_rate = asyncio.run(_import_rate())
     erase_ms = asyncio.run(_erase_ms())
     audit_overhead = asyncio.run(_audit_overhead())
+    known_ms, unknown_ms = asyncio.run(_signin_timing())
     print(json.dumps({"verify_per_s": verify_rate, "verified": verified, "import_per_s": import_rate,
-                      "erase_ms": erase_ms, "audit_overhead": audit_overhead, **_crypto_rates()}))
+                      "erase_ms": erase_ms, "audit_overhead": audit_overhead, "signin_known_ms": known_ms,
+                      "signin_unknown_ms": unknown_ms, **_crypto_rates()}))
     return 0
 
 

@@ -27,7 +27,8 @@ async def hash_password(password: str) -> str:
 async def verify_password(stored: str | None, password: str) -> bool:
     def check() -> bool:
         try:
-            return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+            # An account without a password stores "": the dummy hash is checked (same cost), never passes.
+            return _HASHER.verify(stored or _DUMMY, password) and bool(stored)
         except (VerificationError, InvalidHashError):
             return False
 

@@ -304,8 +304,13 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     if not rows:
         raise SignInFailed(GENERIC_FAILURE)
     stored = rows[0]["password_hash"]
-    if stored and not await _just_reset(current_token) and not await verify_password(stored, current):
-        raise Invalid({"current": "the current password is not correct"})
+    if stored and not await _just_reset(current_token):
+        # Whoever holds a session must not guess the password here faster than at the sign-in form.
+        keys = [limits.limit_key("current-password", actor.id)]
+        await limits.check("signin", actor.face, keys)
+        if not await verify_password(stored, current):
+            await limits.record("signin", actor.face, keys)
+            raise Invalid({"current": "the current password is not correct"})
     if problem := password_problem(new, personal=(actor.display,) if actor.kind == "staff" else ()):
         raise Invalid({"password": problem})
     new_hash = await hash_password(new)
@@ -321,6 +326,12 @@ async def _just_reset(token: str) -> bool:
     rows = await Session.select(Session.method, Session.created_at).where(Session.token_hash == token_hash(token))
     limit = dt.timedelta(minutes=get_settings().email_link_minutes)
     return bool(rows) and rows[0]["method"] == "reset_link" and rows[0]["created_at"] > _now() - limit
+
+
+async def has_password(actor: Actor) -> bool:
+    table = StaffAccount if actor.kind == "staff" else CustomerAccount
+    rows = await table.select(table.password_hash).where(table.id == uuid.UUID(actor.id))
+    return bool(rows and rows[0]["password_hash"])
 
 
 async def password_needs_current(actor: Actor, token: str) -> bool:

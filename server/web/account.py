@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -11,7 +12,12 @@ from litestar.response import Redirect
 
 from server.errors import Invalid
 from server.identity import service as identity
-from server.web.auth import requires_recent_signin, requires_signed_in, session_cookie
+from server.web.auth import (
+    ensure_recent_signin,
+    requires_recent_signin,
+    requires_signed_in,
+    session_cookie,
+)
 from server.web.rendering import render
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -27,6 +33,13 @@ CHANGED = {
 PASSWORD_LABELS = {"current": "Current password", "password": "New password"}
 
 
+def _same_handle(a: str, b: str) -> bool:
+    try:
+        return uuid.UUID(a) == uuid.UUID(b)
+    except ValueError:
+        return False
+
+
 def _nav(request: Request) -> str:
     return f"{request.app.state.face}/_nav.html"
 
@@ -38,7 +51,7 @@ def account_handlers(face: str) -> list[Any]:
     async def overview(request: Request) -> Response:
         """How I sign in, and where I am signed in."""
         sessions = await identity.list_sessions(request.user, request.auth or "")
-        has_password = await identity.password_needs_current(request.user, request.auth or "")
+        has_password = await identity.has_password(request.user)
         return render(request, "account.html", nav=_nav(request), sessions=len(sessions),
                       has_password=has_password)
 
@@ -52,6 +65,8 @@ def account_handlers(face: str) -> list[Any]:
     @post("/account/password", guards=[requires_signed_in], name=f"{face}-password")
     async def password_save(request: Request, data: Form) -> Response:
         """Save a new password: the session gets a new token, other sessions stay until revoked."""
+        if not await identity.has_password(request.user):
+            ensure_recent_signin(request.user)  # a first password is a new way in: no old session may add it
         try:
             result = await identity.set_password(request.user, request.auth or "", data.get("current", ""),
                                                  data.get("password", ""))
@@ -81,7 +96,7 @@ def account_handlers(face: str) -> list[Any]:
         if not await identity.revoke_session(request.user, handle):
             return render(request, "error.html", status=404, status_code=404,
                           message="There is no such session of yours. It may have ended already.", errors={})
-        if current and current[0].handle == handle:
+        if current and _same_handle(current[0].handle, handle):
             response = Redirect("/signin", status_code=303)
             response.set_cookie(session_cookie(face, "", max_age=0))
             return response

@@ -58,8 +58,12 @@ def requires_recent_signin(connection: ASGIConnection, handler: BaseRouteHandler
     """Changes to how one signs in need a sign-in within the last `reauth_minutes`: whoever finds an
     unlocked, signed-in browser cannot lock its owner out or add their own passkey."""
     requires_signed_in(connection, handler)
+    ensure_recent_signin(connection.user)
+
+
+def ensure_recent_signin(actor: Actor) -> None:
     minutes = get_settings().reauth_minutes
-    signed_in_at = connection.user.signed_in_at
+    signed_in_at = actor.signed_in_at
     if signed_in_at is None or signed_in_at < dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes):
         raise ReauthenticationRequired(
             f"For your security, this change needs a sign-in from the last {minutes} minutes. "

@@ -33,6 +33,7 @@ def test_the_quick_bench_builds_its_dataset_measures_every_endpoint_and_writes_t
     assert re.search(r"^\| people list \| [\d.]+ \| [\d.]+ \| ≤ 1.5 \|", report, re.MULTILINE)
     assert re.search(r"erase one person \(median of 5, crypto-shredding\) \| [\d.]+ ms", report)
     assert re.search(r"audit overhead on a person read \(server side[^|]*\| -?\d+% \|", report)
+    assert re.search(r"failed sign-in, account exists / does not \(median ms\) \| \d+ / \d+ \(ratio [\d.]+\)", report)
     assert re.search(r"audit events verified per second \(\d[\d,]* events\) \| [\d,]+ \|", report)
     # every request of the run answered 200: the errors column is 0 on every row
     errors = re.findall(r"^\|[^|\n]+\| \d+ \| [\d,.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+) \|", report, re.MULTILINE)

@@ -46,6 +46,8 @@ from tests.faces.matrix_base import (
     ok,
 )
 from tests.faces.matrix_identity import IDENTITY_ENTRIES
+from tests.faces.matrix_email import ENTRIES as EMAIL_ENTRIES
+from tests.faces.matrix_oidc import ENTRIES as OIDC_ENTRIES
 from tests.support import ERIKA, MAX
 
 PRINCIPALS = ("anonymous", "erika", "max", "no_role", "out_of_scope", "allowed")
@@ -133,6 +135,8 @@ MATRIX: list[Entry] = [
     Entry("portal", "GET", "/access/download", SIGN_IN, PAGE, PAGE, SIGN_IN, None),
     # Second factors, passkeys, single sign-on, emailed links, sessions: one file per area.
     *IDENTITY_ENTRIES,
+    *OIDC_ENTRIES,
+    *EMAIL_ENTRIES,
 ]
 
 

@@ -908,4 +908,13 @@ async def forwards():
         schema=None,
     )
 
+    async def end_older_sessions() -> None:
+        """Sessions from before this migration have no public handle, and staff now need a second
+        factor: everyone signs in again."""
+        from server.identity.tables import Session
+
+        await Session.delete(force=True)
+
+    manager.add_raw(end_older_sessions)
+
     return manager
