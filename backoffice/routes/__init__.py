@@ -15,19 +15,23 @@ from server.settings import get_settings
 from server.web import signin_handlers
 from server.web.account import account_handlers
 from server.web.oidc import oidc_handlers
+from server.web.passkeys import passkey_handlers
 
 
 def route_handlers() -> list[Any]:
     settings = get_settings()
     for problem in configuration_problems(settings):  # said at start-up, not only at the first SSO attempt
         logging.getLogger("mutual.sso").error("single sign-on is misconfigured: %s", problem)
-    page_extra: dict[str, Any] = {"oidc_label": settings.oidc_label} if settings.oidc_issuer else {}
+    page_extra: dict[str, Any] = {"passkey_signin": True}
+    if settings.oidc_issuer:
+        page_extra["oidc_label"] = settings.oidc_label
     return [
         *signin_handlers("backoffice", staff_sign_in, login_label="User name", login_type="text", home="/",
                          page_extra=page_extra),
         *oidc_handlers(page_extra),
         *mfa_handlers(),
         *account_handlers("backoffice"),
+        *passkey_handlers("backoffice", home="/"),
         home,
         PeopleController,
         AuditController,

@@ -18,6 +18,7 @@ from server.identity.tables import (
     AuthChallenge,
     CustomerAccount,
     EmailToken,
+    Passkey,
     Session,
     SigninFailure,
     StaffAccount,
@@ -417,9 +418,11 @@ async def revoke_all_sessions(account_id: uuid.UUID, face: str) -> None:
 
 
 async def remove_customer_accounts(person_id: uuid.UUID) -> None:
-    """Delete a person's portal account and its sessions (part of erasure)."""
+    """Delete a person's portal account, its sessions, passkeys and emailed links (part of erasure)."""
     accounts = await CustomerAccount.select(CustomerAccount.id).where(CustomerAccount.person_id == person_id)
     ids = [a["id"] for a in accounts]
     if ids:
         await Session.delete().where(Session.account_id.is_in(ids))
+        await Passkey.delete().where((Passkey.account_kind == "customer") & Passkey.account_id.is_in(ids))
+        await EmailToken.delete().where(EmailToken.account_id.is_in(ids))
         await CustomerAccount.delete().where(CustomerAccount.id.is_in(ids))

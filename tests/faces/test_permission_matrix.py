@@ -48,6 +48,7 @@ from tests.faces.matrix_base import (
 from tests.faces.matrix_identity import IDENTITY_ENTRIES
 from tests.faces.matrix_email import ENTRIES as EMAIL_ENTRIES
 from tests.faces.matrix_oidc import ENTRIES as OIDC_ENTRIES
+from tests.faces.matrix_passkeys import ENTRIES as PASSKEY_ENTRIES
 from tests.support import ERIKA, MAX
 
 PRINCIPALS = ("anonymous", "erika", "max", "no_role", "out_of_scope", "allowed")
@@ -137,6 +138,7 @@ MATRIX: list[Entry] = [
     *IDENTITY_ENTRIES,
     *OIDC_ENTRIES,
     *EMAIL_ENTRIES,
+    *PASSKEY_ENTRIES,
 ]
 
 
