@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pyotp
 from playwright.sync_api import Page, expect
@@ -198,17 +197,3 @@ def test_compliance_officer_sees_the_intact_audit_chain(stack: Stack, page: Page
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     expect(page.get_by_text("intact")).to_be_visible()
     check_accessibility(page, "backoffice-audit")
-
-
-def test_zz_the_database_file_holds_no_demo_name_or_email_in_clear_text(stack: Stack) -> None:
-    """Runs last (name order): after every journey above has written through the real apps."""
-    files = [p for p in stack.var_dir.glob("mutual.sqlite3*") if p.is_file()]
-    assert stack.database in files
-    needles = [b"Mustermann", b"mustermann", ERIKA_EMAIL.encode(), b"max.mustermann@example.org",
-               b"lena.beispiel@example.com", b"loeschbar", NEW_PHONE.encode()]
-    for path in files:
-        data = Path(path).read_bytes()
-        for needle in needles:
-            assert needle not in data, f"{path.name} holds {needle!r} in clear text"
-    logs = b"".join(p.read_bytes() for p in stack.var_dir.glob("*.log"))
-    assert not re.search(rb"(?i)mustermann|example\.org", logs), "a server log holds personal data"
