@@ -15,6 +15,8 @@ import hmac
 import math
 import uuid
 
+from server.actor import Actor
+from server.audit.chain import Entry, append
 from server.errors import TooManyAttempts
 from server.identity.tables import SigninFailure
 from server.kernel import get_kernel
@@ -62,7 +64,13 @@ async def check(kind: str, face: str, keys: list[str]) -> None:
         if rows:
             wait = max(wait, rows[0]["at"] + lock_for(len(rows)) - now)
     if wait > dt.timedelta(0):
-        raise TooManyAttempts(MESSAGES[kind].format(minutes=math.ceil(wait.total_seconds() / 60)))
+        minutes = math.ceil(wait.total_seconds() / 60)
+        # A refused attempt is recorded too (who was locked out is unknown: the actor is anonymous).
+        await append(Actor(kind="anonymous", id="", face=face),
+                     Entry(action=f"{kind}_limited", entity="session", purpose="account_security",
+                           outcome="denied", fields={"wait_minutes": str(minutes)}),
+                     get_kernel().policies.version)
+        raise TooManyAttempts(MESSAGES[kind].format(minutes=minutes))
 
 
 async def record(kind: str, face: str, keys: list[str]) -> None:

@@ -36,6 +36,7 @@ from tests.faces._client import (
     post_form,
     signed_in,
     staff_session,
+    summary,
     use_cookies,
 )
 from tests.support import ERIKA, MAX, csrf_from
@@ -397,7 +398,8 @@ async def test_failed_passkey_sign_ins_count_towards_the_rate_limit(db: None) ->
         before = await last_seq()
         locked = await _passkey_sign_in(client, csrf, authenticator)
         assert locked.status_code == 429 and "Too many sign-in attempts" in _error(locked)
-        assert await events_since(before) == []
+        # The refusal is recorded; no sign-in is.
+        assert summary(await events_since(before)) == [("signin_limited", "session", "denied")]
         assert SESSION_COOKIES["portal"] not in client.cookies
 
 

@@ -96,8 +96,10 @@ async def test_after_the_failure_limit_even_the_right_password_is_refused_with_4
         for attempt in range(limit):
             response = await sign_in_attempt(client, face.login, f"wrong-{attempt}", csrf)
             assert response.status_code == 400, f"attempt {attempt + 1} of {limit}"
+        before = await last_seq()
         refused = await sign_in_attempt(client, face.login, face.password, csrf)
         assert refused.status_code == 429
+        assert summary(await events_since(before)) == [("signin_limited", "session", "denied")]
         minutes = get_settings().signin_window_minutes
         assert _alert(refused.text) == f"Too many sign-in attempts. Wait {minutes} minutes, then try again."
         assert not has_cookie(refused, face.cookie)
