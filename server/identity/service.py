@@ -117,7 +117,7 @@ _anonymous = anonymous_actor
 
 
 async def staff_sign_in(username: str, password: str, client: str, request_id: str,
-                        device: str = "") -> SignedIn:
+                        device: str = "", replaces: str | None = None) -> SignedIn:
     """Check a staff password. The session it opens waits for the second factor when the account has
     one (stage mfa) or when staff must have one and this account has none yet (stage enrol)."""
     username = username.strip().casefold()
@@ -139,7 +139,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     elif get_settings().staff_mfa == "required":
         stage = "enrol"
     return await open_session("backoffice", account["id"], actor, method="password", device=device,
-                              stage=stage, clear_keys=(keys[0],))
+                              stage=stage, clear_keys=(keys[0],), replaces=replaces)
 
 
 class NotVerified(Exception):
@@ -151,7 +151,7 @@ class NotVerified(Exception):
 
 
 async def customer_sign_in(email: str, password: str, client: str, request_id: str,
-                           device: str = "") -> SignedIn:
+                           device: str = "", replaces: str | None = None) -> SignedIn:
     if not email.strip() or not password:
         raise Invalid({"email": "enter your email address and password"})
     index = blind_index(get_kernel().keys, "signin", normalise_email(email))
@@ -169,7 +169,7 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
         await CustomerAccount.update({CustomerAccount.password_hash: await hash_password(password)}).where(
             CustomerAccount.id == account["id"])
     return await open_session("portal", account["id"], actor, method="password", device=device,
-                              clear_keys=(keys[0],))
+                              clear_keys=(keys[0],), replaces=replaces)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
@@ -15,10 +15,12 @@ from server.actor import Actor
 from server.errors import Invalid, SignInFailed, TooManyAttempts
 from server.identity.device import device_label
 from server.identity.service import NotVerified, SignedIn, sign_out
-from server.web.auth import session_cookie
+from server.web.auth import SESSION_COOKIES, session_cookie
 from server.web.rendering import render
 
-SignIn = Callable[[str, str, str, str, str], Awaitable[SignedIn]]
+class SignIn(Protocol):
+    def __call__(self, login: str, password: str, client: str, request_id: str, device: str = "",
+                 replaces: str | None = None) -> Awaitable[SignedIn]: ...
 OnUnverified = Callable[[Request, uuid.UUID], Awaitable[Response]]
 # Where a sign-in that still waits for a second factor continues.
 STAGE_PAGES = {"mfa": "/signin/mfa", "enrol": "/signin/enrol"}
@@ -58,8 +60,10 @@ def signin_handlers(face: str, sign_in: SignIn, *, login_label: str, login_type:
                      data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED)) -> Response:
         """Check the credentials; on success a fresh session (a new token) replaces any old one."""
         try:
+            # The browser's old session (signed in, or waiting for a code) ends with this sign-in.
             result = await sign_in(data.get("login", ""), data.get("password", ""), client_address(request),
-                                   request.state.request_id, device_of(request))
+                                   request.state.request_id, device_of(request),
+                                   replaces=request.cookies.get(SESSION_COOKIES[face]) or None)
         except NotVerified as exc:
             if on_unverified is not None:
                 return await on_unverified(request, exc.account_id)

@@ -255,3 +255,20 @@ async def test_error_pages_and_sign_in_redirects_carry_the_security_headers_too(
                  "csrf refusal": await client.post("/signin", data={"login": "x", "password": "y"})}
     for where, response in pages.items():
         _assert_security_headers(dict(response.headers), where)
+
+
+async def test_signing_in_again_in_the_same_browser_ends_the_old_session(db: None) -> None:
+    """ASVS 7.2.4: a new token at every sign-in, and the one the browser held before stops working."""
+    from server.identity.service import resume_session
+
+    await make_customer(ERIKA)
+    async with face_client("portal") as client:
+        csrf = await csrf_token(client)
+        first = await sign_in_attempt(client, ERIKA["email"], CUSTOMER_PASSWORD, csrf)
+        old = cookie_value(first, SESSION_COOKIES["portal"])
+        again = await post_form(client, "/signin", {"login": ERIKA["email"], "password": CUSTOMER_PASSWORD}, csrf)
+        new = cookie_value(again, SESSION_COOKIES["portal"])
+    assert again.status_code == 303 and new != old
+    assert await resume_session("portal", old, "r") is None
+    assert await resume_session("portal", new, "r") is not None
+    assert await Session.count() == 1
