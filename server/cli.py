@@ -65,10 +65,14 @@ def _print_welcome(portal: str, backoffice: str) -> None:
     print("\nMutual is running (Ctrl-C stops both faces):")
     print(f"  Portal (customers):   {portal}")
     print(f"  Backoffice (staff):   {backoffice}")
-    print("\nDemo sign-in details:")
-    for login in demo_logins():
-        print(f"  {login.face:<11} {login.login:<32} password: {login.password}")
     settings = get_settings()
+    if settings.dev_mode:
+        print("\nDemo sign-in details:")
+        for login in demo_logins():
+            print(f"  {login.face:<11} {login.login:<32} password: {login.password}")
+    else:
+        print("\nNo demo data outside development mode: "
+              "`mutual staff create NAME --role admin` makes a first account.")
     print("\nStaff set up an authenticator app (TOTP) at their first sign-in.")
     if not settings.smtp_host:
         print(f"Mail (sign-in links, address checks) goes to {settings.mail_outbox}: `mutual outbox` shows it.")
@@ -83,7 +87,8 @@ def serve_command(app: str, host: str, port: int) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     _dev_keys()
     require_kernel()
-    asyncio.run(_migrate_and_seed(seed=not args.no_seed))
+    # Demo accounts have published passwords: only development mode (`make run`) seeds them.
+    asyncio.run(_migrate_and_seed(seed=get_settings().dev_mode and not args.no_seed))
     procs = [
         subprocess.Popen(serve_command("portal", args.host, args.portal_port)),
         subprocess.Popen(serve_command("backoffice", args.host, args.backoffice_port)),

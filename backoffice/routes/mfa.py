@@ -25,7 +25,11 @@ EXPIRED = "Your sign-in has expired. Sign in again with your user name and passw
 
 async def _pending(request: Request, stage: str) -> identity.Pending | None:
     pending = await identity.pending_signin(request.cookies.get(SESSION_COOKIES["backoffice"], ""))
-    return pending if pending is not None and pending.stage == stage else None
+    if pending is None or pending.stage != stage:
+        return None
+    if stage == "enrol" and pending.account["totp_secret"]:
+        return None  # enrolled meanwhile (elsewhere): this sign-in starts over and asks for the code
+    return pending
 
 
 def _start_over() -> Response:
@@ -146,7 +150,8 @@ async def new_recovery_codes(request: Request) -> Response:
     if not await totp.has_totp(uuid.UUID(request.user.id)):
         return Redirect("/account/two-step", status_code=303)
     codes = await totp.regenerate_recovery_codes(request.user)
-    return render(request, "backoffice/recovery_codes.html", codes=codes, continue_to="/account")
+    return render(request, "backoffice/recovery_codes.html", codes=codes,
+                  continue_to="/account/sessions?changed=factor")
 
 
 def mfa_handlers() -> list[Any]:

@@ -25,6 +25,7 @@ from server.identity import email_links as links
 from server.settings import get_settings
 from server.web import render
 from server.web.auth import session_cookie
+from server.web.origin import public_origin
 from server.web.signin import client_address, device_of
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -70,7 +71,8 @@ def _minutes() -> int:
 
 
 def _origin(request: Request) -> str:
-    return get_settings().portal_origin or str(request.base_url).rstrip("/")
+    """Links in mails point at the configured portal, never at a Host header an attacker may forge."""
+    return public_origin(request, "portal")
 
 
 def _signed_in(request: Request) -> bool:

@@ -1,10 +1,11 @@
-"""`mutual staff reset-mfa|sign-out USERNAME`, `mutual sessions end-all` and `mutual outbox`: account help
-for administrators and developers."""
+"""`mutual staff create|disable|enable|reset-mfa|sign-out`, `mutual sessions end-all|end-customer` and
+`mutual outbox`: account help for administrators and developers."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 
 from server.cli_groups import Commands, register_group
 from server.kernel import require_kernel
@@ -70,6 +71,103 @@ def cmd_end_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str | None:
+    import getpass
+    import sys
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password for the new account: ")
+    if getpass.getpass("The same again: ") != first:
+        print("mutual: the two passwords differ; nothing was created")
+        return None
+    return first
+
+
+async def _create(args: argparse.Namespace, password: str) -> str | None:
+    from server.actor import system_actor
+    from server.errors import Invalid
+    from server.identity import service
+
+    try:
+        account_id = await service.create_staff(args.username, password, args.role, team=args.team)
+    except Invalid as exc:
+        return "; ".join(f"{field}: {problem}" for field, problem in exc.errors.items())
+    await service.audit_security(system_actor("staff-admin"), "staff_create", "ok",
+                                 fields={"account": args.username, "roles": ",".join(args.role),
+                                         "id": str(account_id)})
+    return None
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    """A staff account without demo data: the password is typed (or piped with --password-stdin);
+    the second factor is set up at the first sign-in."""
+    from server.identity.passwords import password_problem
+
+    require_kernel()
+    password = _read_password(args)
+    if password is None:
+        return 1
+    if problem := password_problem(password, personal=(args.username,)):
+        print(f"mutual: password refused: {problem}")
+        return 1
+    if problem := asyncio.run(_create(args, password)):
+        print(f"mutual: account not created: {problem}")
+        return 1
+    print(f"mutual: staff account {args.username} created ({', '.join(args.role)}); "
+          "they set up an authenticator app at their first sign-in")
+    return 0
+
+
+async def _set_active(username: str, active: bool) -> bool:
+    from server.actor import system_actor
+    from server.identity import service
+
+    if await service.set_staff_active(username, active) is None:
+        return False
+    await service.audit_security(system_actor("staff-admin"), "staff_enable" if active else "staff_disable", "ok",
+                                 fields={"account": username})
+    return True
+
+
+def _switch(active: bool) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        require_kernel()
+        if not asyncio.run(_set_active(args.username, active)):
+            print(f"mutual: there is no staff account {args.username!r}; check the user name")
+            return 1
+        print(f"mutual: {args.username} " + ("can sign in again" if active else
+                                             "is switched off; their sessions have ended"))
+        return 0
+
+    return run
+
+
+async def _end_customer(email: str) -> int | None:
+    from server.actor import system_actor
+    from server.identity import service
+
+    account_id = await service.customer_account_id(email)
+    if account_id is None:
+        return None
+    count = await service.end_all_sessions(account_id)
+    # The account id, never the address, goes into the audit event.
+    await service.audit_security(system_actor("staff-admin"), "session_end_admin", "ok",
+                                 fields={"customer_account": str(account_id), "count": str(count)})
+    return count
+
+
+def cmd_end_customer(args: argparse.Namespace) -> int:
+    """End every portal session of one customer, found by the sign-in address."""
+    require_kernel()
+    count = asyncio.run(_end_customer(args.email))
+    if count is None:
+        print("mutual: no customer account signs in with that address; check it")
+        return 1
+    print(f"mutual: {count} session(s) of that customer ended")
+    return 0
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     """The development outbox: the last mails, with their links (when no SMTP server is set)."""
     from server.mail import links_in, outbox_messages
@@ -91,6 +189,18 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def _staff_commands(commands: Commands) -> None:
+    create = commands.add_parser("create", help="create a staff account (password typed, or --password-stdin)")
+    create.add_argument("username")
+    create.add_argument("--role", action="append", required=True, help="a role from policies/access.yml "
+                        "(repeatable)")
+    create.add_argument("--team", help="the team whose people the account serves")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.set_defaults(func=cmd_create)
+    for name, active, text in (("disable", False, "switch a staff account off and end its sessions"),
+                               ("enable", True, "let a switched-off staff account sign in again")):
+        switch = commands.add_parser(name, help=text)
+        switch.add_argument("username")
+        switch.set_defaults(func=_switch(active))
     reset = commands.add_parser("reset-mfa", help="make a staff account set up two-step sign-in again "
                                 "(lost authenticator and recovery codes)")
     reset.add_argument("username")
@@ -103,6 +213,9 @@ def _staff_commands(commands: Commands) -> None:
 def _session_commands(commands: Commands) -> None:
     commands.add_parser("end-all", help="end every session of everyone (staff and customers)").set_defaults(
         func=cmd_end_all)
+    customer = commands.add_parser("end-customer", help="end every session of one customer (by sign-in address)")
+    customer.add_argument("email")
+    customer.set_defaults(func=cmd_end_customer)
 
 
 def register(subparsers: Commands) -> None:

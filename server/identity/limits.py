@@ -64,13 +64,7 @@ async def check(kind: str, face: str, keys: list[str]) -> None:
         if rows:
             wait = max(wait, rows[0]["at"] + lock_for(len(rows)) - now)
     if wait > dt.timedelta(0):
-        minutes = math.ceil(wait.total_seconds() / 60)
-        # A refused attempt is recorded too (who was locked out is unknown: the actor is anonymous).
-        await append(Actor(kind="anonymous", id="", face=face),
-                     Entry(action=f"{kind}_limited", entity="session", purpose="account_security",
-                           outcome="denied", fields={"wait_minutes": str(minutes)}),
-                     get_kernel().policies.version)
-        raise TooManyAttempts(MESSAGES[kind].format(minutes=minutes))
+        raise TooManyAttempts(MESSAGES[kind].format(minutes=math.ceil(wait.total_seconds() / 60)))
 
 
 async def record(kind: str, face: str, keys: list[str]) -> None:
@@ -78,6 +72,19 @@ async def record(kind: str, face: str, keys: list[str]) -> None:
     now = _now()
     await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now, kind=kind)
                                  for k in keys])
+    # A lock is recorded when it starts, once (not each refused attempt: those would flood the log).
+    # The actor is anonymous: the event does not say whose account or which address was locked.
+    for key in keys:
+        count = await SigninFailure.count().where(
+            (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind)
+            & (SigninFailure.at > now - MEMORY))
+        lock = lock_for(count)
+        if lock > dt.timedelta(0):
+            await append(Actor(kind="anonymous", id="", face=face),
+                         Entry(action=f"{kind}_locked", entity="session", purpose="account_security",
+                               outcome="denied", fields={"minutes": str(math.ceil(lock.total_seconds() / 60))}),
+                         get_kernel().policies.version)
+            break
 
 
 async def clear(kind: str, face: str, key: str) -> None:

@@ -445,21 +445,25 @@ MFA_AMR = frozenset({"mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris", "r
 
 
 def provider_did_mfa(claims: dict[str, Any]) -> bool:
+    """The ID token's amr shows more than one factor: "mfa" itself, or at least two methods of which
+    one is more than a password (a security key alone, ["hwk"], is one factor)."""
     amr = claims.get("amr")
-    values = [amr] if isinstance(amr, str) else amr if isinstance(amr, list) else []
-    return any(isinstance(v, str) and v.lower() in MFA_AMR for v in values)
+    raw = [amr] if isinstance(amr, str) else amr if isinstance(amr, list) else []
+    values = {v.lower() for v in raw if isinstance(v, str)}
+    return "mfa" in values or (len(values) >= 2 and bool(values & (MFA_AMR - {"mfa"})))
 
 
 def second_factor_stage(claims: dict[str, Any], account: dict[str, Any], settings: Settings) -> str:
-    """Staff must pass a second factor (MUTUAL_STAFF_MFA=required) whichever way they sign in (ASVS
-    6.3.4, 6.8.4). The provider's counts when MUTUAL_OIDC_MFA=provider, or (amr, the default) when the
-    ID token's amr claim shows one; without that claim the fallback assumes a password alone was used,
-    and Mutual asks for its own code (enrolling one first, if the account has none)."""
-    if settings.staff_mfa != "required" or settings.oidc_mfa == "provider":
+    """Staff pass a second factor however they sign in (ASVS 6.3.4, 6.8.4). The provider's counts when
+    MUTUAL_OIDC_MFA=provider, or (amr, the default) when the ID token's amr claim shows one; without
+    that claim the fallback assumes a password alone was used, and Mutual asks for its own code: from
+    an enrolled authenticator always, and enrolment first when MUTUAL_STAFF_MFA=required."""
+    provider_ok = settings.oidc_mfa == "provider" or (settings.oidc_mfa == "amr" and provider_did_mfa(claims))
+    if provider_ok:
         return "full"
-    if settings.oidc_mfa == "amr" and provider_did_mfa(claims):
-        return "full"
-    return "mfa" if account.get("totp_secret") else "enrol"
+    if account.get("totp_secret"):
+        return "mfa"
+    return "enrol" if settings.staff_mfa == "required" else "full"
 
 
 def roles_from_claims(claims: dict[str, Any], settings: Settings) -> list[str]:

@@ -65,7 +65,7 @@ def _context_words() -> frozenset[str]:
 def password_problem(password: str, *, personal: tuple[str, ...] = ()) -> str | None:
     """Why a new password is refused, or None. Length, the common-password list and context words
     only: no composition rules (NIST SP 800-63B, ASVS 6.2). `personal`: the account's own words
-    (user name, the email address's local part), refused as the core of a password."""
+    (a member of staff's user name), refused inside a password."""
     if len(password) < MIN_LENGTH:
         return f"use at least {MIN_LENGTH} characters; a few words in a row make a good password"
     if len(password) > MAX_LENGTH:

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from server.actor import Actor
 from server.audit.chain import Entry, append
@@ -260,6 +261,10 @@ async def sign_out(actor: Actor, token: str) -> None:
         await _audit(actor, "signout", "ok")
 
 
+async def forget_session(token: str) -> None:
+    await Session.delete().where(Session.token_hash == token_hash(token))
+
+
 async def has_staff_accounts() -> bool:
     return await StaffAccount.exists()
 
@@ -318,7 +323,9 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     async with write_transaction():
         await table.update({table.password_hash: new_hash}).where(table.id == uuid.UUID(actor.id))
         await audit_security(actor, "password_change", "ok")
-    return await rotate_session(actor, current_token)
+    # Proving the current password (or a fresh reset link) is a new sign-in with one factor: the
+    # session may then end the others (ASVS 7.5.2) without signing in yet again.
+    return await rotate_session(actor, current_token, reauthenticated=True)
 
 
 async def _just_reset(token: str) -> bool:
@@ -342,15 +349,17 @@ async def password_needs_current(actor: Actor, token: str) -> bool:
     return bool(rows and rows[0]["password_hash"]) and not await _just_reset(token)
 
 
-async def rotate_session(actor: Actor, token: str) -> SignedIn:
+async def rotate_session(actor: Actor, token: str, *, reauthenticated: bool = False) -> SignedIn:
     """A new token for the same session after a privilege or credential change (ASVS 7.2.4)."""
     rows = await Session.select().where(Session.token_hash == token_hash(token))
     if not rows:
         raise SignInFailed(GENERIC_FAILURE)
     new = secrets.token_urlsafe(32)
     method = "password" if rows[0]["method"] == "reset_link" else rows[0]["method"]
-    await Session.update({Session.token_hash: token_hash(new), Session.method: method}).where(
-        Session.token_hash == token_hash(token))
+    changes: dict[Any, Any] = {Session.token_hash: token_hash(new), Session.method: method}
+    if reauthenticated:
+        changes[Session.created_at] = _now()
+    await Session.update(changes).where(Session.token_hash == token_hash(token))
     return SignedIn(new, actor)
 
 
@@ -401,6 +410,24 @@ async def revoke_other_sessions(actor: Actor, current_token: str) -> int:
         await Session.delete().where(where)
         await audit_security(actor, "session_revoke_others", "ok", fields={"count": str(count)})
     return count
+
+
+async def set_staff_active(username: str, active: bool) -> uuid.UUID | None:
+    """Switch a staff account off (its sessions end at once; SSO cannot bring it back) or on again."""
+    async with write_transaction():
+        rows = await StaffAccount.select(StaffAccount.id).where(StaffAccount.username == username.casefold())
+        if not rows:
+            return None
+        await StaffAccount.update({StaffAccount.active: active}).where(StaffAccount.id == rows[0]["id"])
+        if not active:
+            await Session.delete().where(Session.account_id == rows[0]["id"])
+    return rows[0]["id"]
+
+
+async def customer_account_id(email: str) -> uuid.UUID | None:
+    rows = await CustomerAccount.select(CustomerAccount.id).where(
+        CustomerAccount.email_index == signin_email_index(email))
+    return rows[0]["id"] if rows else None
 
 
 async def end_all_sessions(account_id: uuid.UUID | None = None) -> int:

@@ -22,7 +22,7 @@ import segno
 from server.actor import Actor
 from server.db import write_transaction
 from server.identity.service import audit_security
-from server.identity.tables import RecoveryCode, StaffAccount
+from server.identity.tables import RecoveryCode, Session, StaffAccount
 from server.kernel import get_kernel
 from server.vault.sealed import DecryptionFailed, open_secret, seal_secret
 
@@ -78,12 +78,13 @@ def _clean(code: str) -> str:
 def _matching_step(secret: str, code: str, after: int | None, now: float | None = None) -> int | None:
     """The step within one step of now whose code is `code`, if it is later than `after`."""
     code = _clean(code)
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret)
     current = int((time.time() if now is None else now) // STEP)
     for step in (current - 1, current, current + 1):
-        if (after is None or step > after) and hmac.compare_digest(totp.at(step * STEP), code):
+        expected = totp.at(step * STEP).encode()
+        if (after is None or step > after) and hmac.compare_digest(expected, code.encode()):
             return step
     return None
 
@@ -119,10 +120,14 @@ async def confirm_enrolment(actor: Actor, account_id: uuid.UUID, sealed: str, co
     if secret is None or step is None:
         return None
     async with write_transaction():
-        await StaffAccount.update({
+        # Only an account without an authenticator enrols: a sign-in that waited at the enrolment step
+        # must not replace the one the owner has set up meanwhile.
+        enrolled = await StaffAccount.update({
             StaffAccount.totp_secret: seal_secret(get_kernel().keys, _binding(account_id), secret),
             StaffAccount.totp_last_step: step,
-        }).where(StaffAccount.id == account_id)
+        }).where((StaffAccount.id == account_id) & StaffAccount.totp_secret.is_null()).returning(StaffAccount.id)
+        if not enrolled:
+            return None
         codes = await _replace_recovery_codes(account_id)
         await audit_security(actor, "mfa_enrol", "ok", fields={"factor": "totp"})
     return codes
@@ -170,7 +175,8 @@ async def has_totp(account_id: uuid.UUID) -> bool:
 
 
 async def reset_totp(username: str) -> bool:
-    """Administrator's reset for a lost authenticator: the account must enrol again at next sign-in."""
+    """Administrator's reset for a lost authenticator: the account's sessions end and it enrols again at
+    the next sign-in."""
     async with write_transaction():
         rows = await StaffAccount.select(StaffAccount.id).where(StaffAccount.username == username.casefold())
         if not rows:
@@ -178,4 +184,6 @@ async def reset_totp(username: str) -> bool:
         await StaffAccount.update({StaffAccount.totp_secret: None, StaffAccount.totp_last_step: None}).where(
             StaffAccount.id == rows[0]["id"])
         await RecoveryCode.delete().where(RecoveryCode.account_id == rows[0]["id"])
+        # Whoever holds the lost device may hold a signed-in browser too.
+        await Session.delete().where(Session.account_id == rows[0]["id"])
     return True

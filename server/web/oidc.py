@@ -32,6 +32,7 @@ from server.actor import Actor
 from server.identity import oidc as service
 from server.identity.service import anonymous_actor, audit_security
 from server.settings import get_settings
+from server.web.origin import public_origin
 from server.web.rendering import render
 from server.web.signin import device_of, signed_in_response
 
@@ -48,8 +49,7 @@ def sso_cookie(handle: str, max_age: int) -> Cookie:
 def redirect_uri(request: Request) -> str:
     """Where the provider sends the browser back: on MUTUAL_BACKOFFICE_ORIGIN, or (unset) on the origin
     this request came to. It must be registered at the provider exactly like this."""
-    origin = get_settings().backoffice_origin or str(request.base_url).rstrip("/")
-    return f"{origin}{CALLBACK_PATH}"
+    return f"{public_origin(request, 'backoffice')}{CALLBACK_PATH}"
 
 
 def _forward_page(request: Request, url: str, label: str) -> Response:

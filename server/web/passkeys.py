@@ -28,6 +28,7 @@ from server.web.auth import (
     requires_staff,
     session_cookie,
 )
+from server.web.origin import public_origin
 from server.web.rendering import render
 from server.web.signin import client_address, device_of
 
@@ -45,12 +46,8 @@ def _challenge_cookie(face: str, handle: str, max_age: int) -> Cookie:
 
 
 def face_origin(request: Request, face: str) -> str:
-    """The face's public origin: configured, or else the one the browser used (http on localhost)."""
-    settings = get_settings()
-    configured = settings.portal_origin if face == "portal" else settings.backoffice_origin
-    if configured:
-        return configured
-    return f"{request.url.scheme}://{request.url.netloc}"
+    """The face's public origin (server.web.origin: configured, never a production Host header)."""
+    return public_origin(request, face)
 
 
 def rp_id_of(origin: str) -> str:
@@ -89,7 +86,8 @@ def passkey_handlers(face: str, home: str) -> list[Any]:
     @get(PAGE, guards=[guard], name=f"{face}-passkeys")
     async def passkey_list(request: Request, added: str | None = None, removed: str | None = None) -> Response:
         """The account's passkeys, with a form to add one and a button to remove each."""
-        flash = "Passkey added." if added else "Passkey removed." if removed else None
+        lost = " If a device was lost, also end its sessions under Security, Sessions."
+        flash = f"Passkey added.{lost}" if added else f"Passkey removed.{lost}" if removed else None
         return render(request, "account_passkeys.html", passkeys=await service.list_passkeys(request.user),
                       flash=flash, label_max=service.LABEL_MAX)
 

@@ -14,7 +14,7 @@ from litestar.response import Redirect
 from server.actor import Actor
 from server.errors import Invalid, SignInFailed, TooManyAttempts
 from server.identity.device import device_label
-from server.identity.service import NotVerified, SignedIn, sign_out
+from server.identity.service import NotVerified, SignedIn, forget_session, sign_out
 from server.web.auth import SESSION_COOKIES, session_cookie
 from server.web.rendering import render
 
@@ -79,6 +79,8 @@ def signin_handlers(face: str, sign_in: SignIn, *, login_label: str, login_type:
         """End this session, here and in the database."""
         if isinstance(request.user, Actor):
             await sign_out(request.user, request.auth or "")
+        elif token := request.cookies.get(SESSION_COOKIES[face]):
+            await forget_session(token)  # a sign-in still waiting for its code ends too
         response = Redirect("/signin", status_code=303)
         response.set_cookie(session_cookie(face, "", max_age=0))
         return response

@@ -26,8 +26,11 @@ ENTRIES: list[Entry] = [
     # Sign-in with a passkey is open to everyone (a signed-in visitor may sign in again).
     Entry("backoffice", "POST", "/signin/passkey/options", OPTIONS, OPTIONS, OPTIONS, OPTIONS, OPTIONS,
           guarded=False),
+    # Five failures from one client address in a row: the fifth starts the address's lock, recorded once.
     Entry("backoffice", "POST", "/signin/passkey", PASSKEY_SIGNIN_FAILED, PASSKEY_SIGNIN_FAILED,
-          PASSKEY_SIGNIN_FAILED, PASSKEY_SIGNIN_FAILED, PASSKEY_SIGNIN_FAILED, guarded=False),
+          PASSKEY_SIGNIN_FAILED, PASSKEY_SIGNIN_FAILED,
+          Expect(400, events=(("signin_locked", "session", "denied"), ("signin", "session", "failed"))),
+          guarded=False),
     # ---- portal: the customer's own passkeys; a staff cookie counts for nothing here.
     Entry("portal", "GET", "/account/passkeys", SIGN_IN, PAGE, PAGE, SIGN_IN, None),
     Entry("portal", "POST", "/account/passkeys/options", SIGN_IN, OPTIONS, OPTIONS, SIGN_IN, None, form=LABEL),

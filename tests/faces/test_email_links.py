@@ -49,7 +49,6 @@ def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
         monkeypatch.setenv("MUTUAL_SMTP_HOST", server.host)
         monkeypatch.setenv("MUTUAL_SMTP_PORT", str(server.port))
         monkeypatch.setenv("MUTUAL_SMTP_SECURITY", "none")
-        monkeypatch.delenv("MUTUAL_PORTAL_ORIGIN", raising=False)
         get_settings.cache_clear()
         yield server
         monkeypatch.undo()
@@ -517,3 +516,31 @@ async def test_signed_in_customers_are_sent_home_from_the_forms(db: None, smtp: 
         for path in ("/signup", "/signin/email", "/signin/reset"):
             response = await client.get(path)
             assert response.status_code == 303 and response.headers["location"] == "/profile", path
+
+
+
+async def test_a_forged_host_header_does_not_reach_the_link_in_the_mail(db: None, smtp: SmtpServer) -> None:
+    """The link points at the configured portal: a request made with `Host: evil.example` must not get
+    a genuine mail with the attacker's address in it (a reset link to a look-alike site)."""
+    await make_customer(ERIKA)
+    async with face_client("portal") as client:
+        csrf = await _page_csrf(client, "/signin/reset")
+        response = await post_form(client, "/signin/reset", {"email": ERIKA["email"]}, csrf,
+                                   headers={"host": "evil.example"})
+        assert response.status_code == 200
+    mail = smtp.wait_for(lambda m: m["To"] == ERIKA["email"])
+    assert "evil.example" not in _text(mail)
+    _link(mail)  # https://testserver.local/signin/email/open?t=...
+
+
+async def test_without_a_configured_origin_a_public_host_gets_no_link(db: None, smtp: SmtpServer,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    await make_customer(ERIKA)
+    monkeypatch.delenv("MUTUAL_PORTAL_ORIGIN")
+    get_settings.cache_clear()
+    async with face_client("portal") as client:
+        csrf = await _page_csrf(client, "/signin/email")
+        response = await post_form(client, "/signin/email", {"email": ERIKA["email"]}, csrf)
+    assert response.status_code == 503
+    assert "MUTUAL_PORTAL_ORIGIN" in response.text and ERIKA["email"] not in response.text
+    assert smtp.messages == []

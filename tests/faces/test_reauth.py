@@ -27,6 +27,9 @@ CHANGES = [
     ("backoffice", "/account/two-step/recovery-codes"),
     ("backoffice", "/account/sessions/revoke-others"),
     ("portal", "/account/sessions/revoke-others"),
+    ("portal", "/account/passkeys/options"),
+    ("backoffice", "/account/passkeys/options"),
+    ("portal", "/account/passkeys/00000000-0000-4000-8000-000000000000/delete"),
 ]
 
 
@@ -66,3 +69,20 @@ async def test_a_fresh_sign_in_may_change_how_it_signs_in(db: None) -> None:
         csrf = csrf_from((await client.get("/account")).text)
         response = await post_form(client, "/account/two-step/recovery-codes", {}, csrf)
     assert response.status_code == 200 and response.text.count("<li><code>") == 10
+
+
+async def test_proving_the_current_password_counts_as_a_fresh_sign_in(db: None) -> None:
+    """After a password change an old session may end the others at once (ASVS 7.4.3, 7.5.2)."""
+    customer = await make_customer(ERIKA)
+    token = await customer_session(customer.email)
+    await customer_session(customer.email)  # another browser
+    await _age(token, get_settings().reauth_minutes + 5)
+    async with face_client("portal") as client:
+        use_cookies(client, {SESSION_COOKIES["portal"]: token})
+        csrf = csrf_from((await client.get("/account")).text)
+        changed = await post_form(client, "/account/password", {"current": customer.password,
+                                                                "password": "a brand new pass phrase"}, csrf)
+        assert changed.status_code == 303 and changed.headers["location"] == "/account/sessions?changed=password"
+        ended = await post_form(client, "/account/sessions/revoke-others", {}, csrf)
+    assert ended.status_code == 303
+    assert await Session.count() == 1

@@ -23,14 +23,19 @@ def _run(*argv: str) -> int:
 
 
 async def test_reset_mfa_clears_the_authenticator_and_is_audited(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.identity.service import resume_session
+    from tests.faces._client import staff_session
+
     account_id = await create_staff("lost-phone", "staff-password-for-tests", ["support"])
     await enrol_totp("lost-phone", account_id)
+    token = await staff_session("lost-phone")
     before = await last_seq()
     # The command runs its own event loop, as it does from the shell.
     code = await asyncio.to_thread(_run, "staff", "reset-mfa", "lost-phone")
     assert code == 0
     rows = await StaffAccount.select(StaffAccount.totp_secret).where(StaffAccount.id == account_id)
     assert rows[0]["totp_secret"] is None
+    assert await resume_session("backoffice", token, "r") is None, "whoever has the lost device is signed out"
     assert summary(await events_since(before)) == [("mfa_reset", "session", "ok")]
     assert "set up a new authenticator" in capsys.readouterr().out
 
@@ -71,3 +76,53 @@ async def test_an_administrator_ends_the_sessions_of_one_member_of_staff_or_of_e
     assert await resume_session("backoffice", stayer, "r") is None
     assert summary(await events_since(before)) == [("session_end_admin", "session", "ok")] * 2
     assert "1 session(s) of leaver ended" in capsys.readouterr().out
+
+
+async def test_staff_create_takes_a_password_from_stdin_and_refuses_a_weak_one(
+        db: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from server.identity.service import staff_sign_in
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("mutual-newcomer\n"))
+    assert await asyncio.to_thread(_run, "staff", "create", "newcomer", "--role", "support", "--password-stdin") == 1
+    assert "password refused" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long and fine pass phrase\n"))
+    before = await last_seq()
+    assert await asyncio.to_thread(_run, "staff", "create", "newcomer", "--role", "support", "--team", "north",
+                                   "--password-stdin") == 0
+    assert summary(await events_since(before)) == [("staff_create", "session", "ok")]
+    started = await staff_sign_in("newcomer", "a long and fine pass phrase", "cli-test", "r")
+    assert started.stage == "enrol"  # the second factor comes at the first sign-in
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long and fine pass phrase\n"))
+    assert await asyncio.to_thread(_run, "staff", "create", "x", "--role", "wizard", "--password-stdin") == 1
+    assert "unknown role(s) wizard" in capsys.readouterr().out
+
+
+async def test_a_switched_off_account_loses_its_sessions_and_cannot_sign_in(db: None) -> None:
+    from server.errors import SignInFailed
+    from server.identity.service import resume_session, staff_sign_in
+    from tests.faces._client import make_staff, staff_session
+
+    await make_staff("leaver", "support")
+    token = await staff_session("leaver")
+    assert await asyncio.to_thread(_run, "staff", "disable", "leaver") == 0
+    assert await resume_session("backoffice", token, "r") is None
+    with pytest.raises(SignInFailed):
+        await staff_sign_in("leaver", "staff-password-for-tests", "cli-test", "r")
+    assert await asyncio.to_thread(_run, "staff", "enable", "leaver") == 0
+    assert (await staff_sign_in("leaver", "staff-password-for-tests", "cli-test", "r")).stage == "mfa"
+
+
+async def test_an_administrator_ends_one_customer_s_sessions(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.identity.service import resume_session
+    from tests.faces._client import customer_session, make_customer
+    from tests.support import ERIKA, MAX
+
+    erika, max_ = await make_customer(ERIKA), await make_customer(MAX)
+    hers, his = await customer_session(erika.email), await customer_session(max_.email)
+    assert await asyncio.to_thread(_run, "sessions", "end-customer", ERIKA["email"]) == 0
+    assert await resume_session("portal", hers, "r") is None
+    assert await resume_session("portal", his, "r") is not None
+    assert ERIKA["email"] not in repr(await events_since(0))
+    assert await asyncio.to_thread(_run, "sessions", "end-customer", "nobody@example.org") == 1
