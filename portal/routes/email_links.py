@@ -129,7 +129,7 @@ async def signup(request: Request, data: Form) -> Response:
     except Invalid as exc:
         return _signup_page(request, status_code=400, values=values, errors=exc.errors)
     try:
-        await links.limit_signup(client_address(request))
+        await links.limit_signup(client_address(request), form.email)
     except TooManyAttempts as exc:
         return _signup_page(request, status_code=429, values=values, message=str(exc))
     browser = _browser(request)

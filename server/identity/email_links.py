@@ -113,9 +113,12 @@ def browser_hash(value: str | None) -> str:
 
 # --- rate limits (counted per request: they limit mails sent, not failures) ----------------------
 
-async def limit_signup(client: str) -> None:
-    """Raise TooManyAttempts when this address signed up too often; else count this sign-up."""
+async def limit_signup(client: str, email: str = "") -> None:
+    """Raise TooManyAttempts when this client (or anyone, for this email address) signed up too often;
+    else count this sign-up. The address key caps the mails one address can be sent this way."""
     keys = [limits.limit_key("ip", client)]
+    if email:
+        keys.append(limits.limit_key("signup-address", signin_email_index(email)))
     await limits.check("signup", "portal", keys)
     await limits.record("signup", "portal", keys)
 
@@ -230,12 +233,28 @@ async def deliver_verify_link(account_id: uuid.UUID, email: str, browser: str, o
     await _send(_link_mail("verify", email, link))
 
 
+UNCONFIRMED_HOURS = 24
+
+
+async def purge_unconfirmed_signups() -> int:
+    """Erase (crypto-shred) the people of sign-ups whose address was not confirmed within a day: their
+    data was never proven to be theirs (storage limitation), and the address is free again."""
+    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=UNCONFIRMED_HOURS)
+    stale = await CustomerAccount.select(CustomerAccount.person_id).where(
+        CustomerAccount.verified_at.is_null() & (CustomerAccount.created_at < cutoff))
+    actor = dataclasses.replace(system_actor("signup-expiry"), face="portal")
+    for row in stale:
+        await people.erase_person(actor, row["person_id"])
+    return len(stale)
+
+
 async def deliver_signup(form: SignupForm, browser: str, origin: str) -> None:
     """Background task of a sign-up: an address with an account gets a "you already have an account"
     mail and nothing else; otherwise the person and an unverified account are created together and
     a verification link is mailed."""
     index = signin_email_index(form.email)
     try:
+        await purge_unconfirmed_signups()
         if await CustomerAccount.exists().where(CustomerAccount.email_index == index):
             await _send(_existing_account_mail(form.email, origin))
             return
@@ -325,6 +344,10 @@ async def _redeem(token: str, browser: str | None, request_id: str, device: str,
             & (EmailToken.expires_at > now)).returning(EmailToken.token_hash)
         if not used:
             raise LinkRefused("used", purpose)
+        # One link in, the account's other outstanding links are spent too (a reset or a sign-in ends
+        # whatever else was asked for, perhaps by someone else).
+        await EmailToken.update({EmailToken.used_at: now}).where(
+            (EmailToken.account_id == row["account_id"]) & EmailToken.used_at.is_null())
         accounts = await CustomerAccount.select().where(
             (CustomerAccount.id == row["account_id"]) & (CustomerAccount.active == True))  # noqa: E712
         if not accounts:
