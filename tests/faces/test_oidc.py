@@ -570,3 +570,13 @@ async def test_mutual_oidc_mfa_chooses_whose_second_factor_counts(sso: OidcProvi
     async with backoffice() as client:
         response = await sign_in(client, sso, new_sub(), ADMINS, amr=amr)
         assert response.headers["location"] == location
+
+
+@pytest.mark.parametrize(("amr", "two_factors"), [
+    (["mfa"], True), (["pwd", "otp"], True), (["hwk", "pin"], True), (["pwd", "fpt"], True),
+    (["hwk"], False), (["otp"], False), (["pwd"], False), (["pwd", "kba"], False), ("mfa", True), (None, False),
+])
+def test_amr_counts_as_a_second_factor_only_when_it_shows_two(amr: Any, two_factors: bool) -> None:
+    from server.identity.oidc import provider_did_mfa
+
+    assert provider_did_mfa({"amr": amr}) is two_factors
