@@ -40,6 +40,20 @@ def _keys(request: Request, account_id: Any) -> list[str]:
     return [limits.limit_key("staff-mfa", str(account_id)), limits.limit_key("ip", client_address(request))]
 
 
+async def _locked(keys: list[str]) -> str | None:
+    """Why codes are not checked now (too many wrong ones), or None."""
+    try:
+        await limits.check("mfa", "backoffice", keys)
+    except TooManyAttempts as exc:
+        return str(exc)
+    return None
+
+
+async def _wrong(request: Request, keys: list[str]) -> None:
+    await identity.record_failure("backoffice", keys, identity.anonymous_actor(
+        "backoffice", request.state.request_id), kind="mfa")
+
+
 def _enrol_page(request: Request, account_id: uuid.UUID, username: str, action: str, status: int = 200,
                 message: str | None = None) -> Response:
     enrolment = totp.begin_enrolment(account_id, username)
@@ -62,14 +76,11 @@ async def mfa_check(request: Request, data: Form) -> Response:
     if pending is None:
         return _start_over()
     keys = _keys(request, pending.account["id"])
-    try:
-        await limits.check("mfa", "backoffice", keys)
-    except TooManyAttempts as exc:
-        return render(request, "backoffice/mfa_code.html", message=str(exc), status_code=429)
+    if locked := await _locked(keys):
+        return render(request, "backoffice/mfa_code.html", message=locked, status_code=429)
     factor = await totp.check_code(pending.account, data.get("code", ""))
     if factor is None:
-        await identity.record_failure("backoffice", keys, identity.anonymous_actor(
-            "backoffice", request.state.request_id), kind="mfa")
+        await _wrong(request, keys)
         return render(request, "backoffice/mfa_code.html", message=WRONG_CODE, status_code=400)
     await limits.clear("mfa", "backoffice", keys[0])
     result = await identity.complete_signin(pending, factor, request.state.request_id)
@@ -95,17 +106,14 @@ async def enrol(request: Request, data: Form) -> Response:
     if pending is None:
         return _start_over()
     keys = _keys(request, pending.account["id"])
-    try:
-        await limits.check("mfa", "backoffice", keys)
-    except TooManyAttempts as exc:
+    if locked := await _locked(keys):
         return _enrol_page(request, pending.account["id"], pending.account["username"], "/signin/enrol", 429,
-                           str(exc))
+                           locked)
     actor = identity.staff_actor(pending.account, request.state.request_id)
     codes = await totp.confirm_enrolment(actor, pending.account["id"], data.get("enrolment", ""),
                                          data.get("code", ""))
     if codes is None:
-        await identity.record_failure("backoffice", keys, identity.anonymous_actor(
-            "backoffice", request.state.request_id), kind="mfa")
+        await _wrong(request, keys)
         return _enrol_page(request, pending.account["id"], pending.account["username"], "/signin/enrol", 400,
                            WRONG_CODE.split(",")[0] + ". Scan the new code below and try again.")
     result = await identity.complete_signin(pending, "totp", request.state.request_id)
