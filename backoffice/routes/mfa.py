@@ -37,7 +37,7 @@ def _start_over() -> Response:
 
 
 def _keys(request: Request, account_id: Any) -> list[str]:
-    return [limits.limit_key("staff-mfa", str(account_id)), limits.limit_key("ip", client_address(request))]
+    return limits.account_keys("staff-mfa", str(account_id), client_address(request))
 
 
 async def _locked(keys: list[str]) -> str | None:
@@ -82,7 +82,8 @@ async def mfa_check(request: Request, data: Form) -> Response:
     if factor is None:
         await _wrong(request, keys)
         return render(request, "backoffice/mfa_code.html", message=WRONG_CODE, status_code=400)
-    await limits.clear("mfa", "backoffice", keys[0])
+    for key in (keys[0], keys[2]):
+        await limits.clear("mfa", "backoffice", key)
     result = await identity.complete_signin(pending, factor, request.state.request_id)
     left = await totp.recovery_codes_left(pending.account["id"]) if factor == "recovery_code" else None
     response = Redirect("/account/two-step?low=1" if left is not None and left <= 3 else "/", status_code=303)

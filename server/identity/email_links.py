@@ -127,7 +127,7 @@ async def limit_link_request(purpose: str, email: str, client: str, request_id: 
     """Raise TooManyAttempts when too many links were asked for this address or from this client;
     else count and audit the request (the audit event names neither)."""
     kind = LIMIT_KINDS[purpose]
-    keys = [limits.limit_key("customer", signin_email_index(email)), limits.limit_key("ip", client)]
+    keys = limits.account_keys("customer", signin_email_index(email), client)
     await limits.check(kind, "portal", keys)
     async with write_transaction():
         await limits.record(kind, "portal", keys)
@@ -138,7 +138,7 @@ async def limit_verify_resend(account_id: uuid.UUID, client: str, request_id: st
     """The same limit for the verification link a password sign-in of an unverified account sends."""
     rows = await CustomerAccount.select(CustomerAccount.email_index).where(CustomerAccount.id == account_id)
     index = rows[0]["email_index"] if rows else str(account_id)
-    keys = [limits.limit_key("customer", index), limits.limit_key("ip", client)]
+    keys = limits.account_keys("customer", index, client)
     await limits.check("email_link", "portal", keys)
     async with write_transaction():
         await limits.record("email_link", "portal", keys)
@@ -370,7 +370,7 @@ async def _redeem(token: str, browser: str | None, request_id: str, device: str,
         actor = customer_actor(account, request_id)
         signed_in = await open_session(
             "portal", account["id"], actor, method=METHODS[purpose], device=device, replaces=replaces,
-            clear_keys=(limits.limit_key("customer", account["email_index"]),))
+            clear_keys=(limits.wide_key("customer", account["email_index"]),))
     return Redeemed(signed_in, purpose)
 
 

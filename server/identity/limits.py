@@ -43,10 +43,29 @@ def limit_key(kind: str, value: str) -> str:
     return hmac.new(key, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
 
 
-def lock_for(failures: int) -> dt.timedelta:
+# An account's failures from anywhere lock it only after this many times the free attempts: a stranger
+# who knows a user name should not lock its owner out with a handful of guesses (ASVS 6.1.1), while
+# the same guesses from one client address lock that address and that account-from-that-address.
+WIDE_FACTOR = 4
+WIDE = "w:"
+
+
+def account_keys(label: str, account: str, client: str) -> list[str]:
+    """The keys of an attempt on one account: the account from this client address (locks after the
+    free attempts), the client address (any account), and the account from anywhere (a wide key:
+    locks after WIDE_FACTOR times as many)."""
+    return [limit_key(label, f"{account}|{client}"), limit_key("ip", client), wide_key(label, account)]
+
+
+def wide_key(label: str, account: str) -> str:
+    return WIDE + limit_key(label, account)[: 64 - len(WIDE)]
+
+
+def lock_for(failures: int, key: str = "") -> dt.timedelta:
     """How long a key with this many recent failures waits after its last one."""
     settings = get_settings()
-    over = failures - settings.signin_max_failures
+    free = settings.signin_max_failures * (WIDE_FACTOR if key.startswith(WIDE) else 1)
+    over = failures - free
     if over < 0:
         return dt.timedelta(0)
     return min(CAP, dt.timedelta(minutes=settings.signin_window_minutes) * (2 ** min(over, 16)))
@@ -62,7 +81,7 @@ async def check(kind: str, face: str, keys: list[str]) -> None:
             & (SigninFailure.at > now - MEMORY)
         ).order_by(SigninFailure.at, ascending=False)
         if rows:
-            wait = max(wait, rows[0]["at"] + lock_for(len(rows)) - now)
+            wait = max(wait, rows[0]["at"] + lock_for(len(rows), key) - now)
     if wait > dt.timedelta(0):
         raise TooManyAttempts(MESSAGES[kind].format(minutes=math.ceil(wait.total_seconds() / 60)))
 
@@ -78,7 +97,7 @@ async def record(kind: str, face: str, keys: list[str]) -> None:
         count = await SigninFailure.count().where(
             (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind)
             & (SigninFailure.at > now - MEMORY))
-        lock = lock_for(count)
+        lock = lock_for(count, key)
         if lock > dt.timedelta(0):
             await append(Actor(kind="anonymous", id="", face=face),
                          Entry(action=f"{kind}_locked", entity="session", purpose="account_security",
@@ -88,6 +107,6 @@ async def record(kind: str, face: str, keys: list[str]) -> None:
 
 
 async def clear(kind: str, face: str, key: str) -> None:
-    """Forget an account's failures after it succeeded (never the client address's)."""
+    """Forget an account's failures after it succeeded (never the client address's key)."""
     await SigninFailure.delete().where(
         (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind))

@@ -124,7 +124,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     username = username.strip().casefold()
     if not username or not password:
         raise Invalid({"username": "enter your user name and password"})
-    keys = [limits.limit_key("staff", username), limits.limit_key("ip", client)]
+    keys = limits.account_keys("staff", username, client)
     await limits.check("signin", "backoffice", keys)
     rows = await StaffAccount.select().where((StaffAccount.username == username) & (StaffAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
@@ -140,7 +140,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     elif get_settings().staff_mfa == "required":
         stage = "enrol"
     return await open_session("backoffice", account["id"], actor, method="password", device=device,
-                              stage=stage, clear_keys=(keys[0],), replaces=replaces)
+                              stage=stage, clear_keys=(keys[0], keys[2]), replaces=replaces)
 
 
 class NotVerified(Exception):
@@ -156,7 +156,7 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
     if not email.strip() or not password:
         raise Invalid({"email": "enter your email address and password"})
     index = blind_index(get_kernel().keys, "signin", normalise_email(email))
-    keys = [limits.limit_key("customer", index), limits.limit_key("ip", client)]
+    keys = limits.account_keys("customer", index, client)
     await limits.check("signin", "portal", keys)
     rows = await CustomerAccount.select().where(
         (CustomerAccount.email_index == index) & (CustomerAccount.active == True))  # noqa: E712
@@ -170,7 +170,7 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
         await CustomerAccount.update({CustomerAccount.password_hash: await hash_password(password)}).where(
             CustomerAccount.id == account["id"])
     return await open_session("portal", account["id"], actor, method="password", device=device,
-                              clear_keys=(keys[0],), replaces=replaces)
+                              clear_keys=(keys[0], keys[2]), replaces=replaces)
 
 
 @dataclass(frozen=True)

@@ -276,3 +276,26 @@ async def test_signing_in_again_in_the_same_browser_ends_the_old_session(db: Non
     assert await resume_session("portal", old, "r") is None
     assert await resume_session("portal", new, "r") is not None
     assert await Session.count() == 1
+
+
+async def test_guesses_from_elsewhere_do_not_lock_the_owner_out_until_many(db: None) -> None:
+    """ASVS 6.1.1: five wrong passwords from a stranger's address lock that address, not the owner's;
+    the account itself locks from anywhere only after four times as many."""
+    from server.errors import SignInFailed, TooManyAttempts
+    from server.identity.limits import WIDE_FACTOR
+    from server.identity.service import customer_sign_in
+
+    await make_customer(ERIKA)
+    limit = get_settings().signin_max_failures
+    for attempt in range(limit):
+        with pytest.raises(SignInFailed):
+            await customer_sign_in(ERIKA["email"], "guess", "203.0.113.7", "r")
+    with pytest.raises(TooManyAttempts):
+        await customer_sign_in(ERIKA["email"], CUSTOMER_PASSWORD, "203.0.113.7", "r")
+    assert (await customer_sign_in(ERIKA["email"], CUSTOMER_PASSWORD, "198.51.100.1", "r")).stage == "full"
+    # Many strangers, each within their own free attempts, add up on the account itself.
+    for n in range(limit * WIDE_FACTOR):
+        with pytest.raises(SignInFailed):
+            await customer_sign_in(ERIKA["email"], "guess", f"203.0.113.{100 + n // (limit - 1)}", "r")
+    with pytest.raises(TooManyAttempts):
+        await customer_sign_in(ERIKA["email"], CUSTOMER_PASSWORD, "198.51.100.1", "r")
