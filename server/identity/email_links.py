@@ -374,15 +374,6 @@ async def _redeem(token: str, browser: str | None, request_id: str, device: str,
     return Redeemed(signed_in, purpose)
 
 
-async def forget_expired_links() -> int:
-    """Delete links whose time is over (housekeeping); returns how many."""
-    where = EmailToken.expires_at < _now() - dt.timedelta(days=1)
-    count = await EmailToken.count().where(where)
-    if count:
-        await EmailToken.delete().where(where)
-    return count
-
-
 __all__ = [
     "LinkRefused",
     "Redeemed",
@@ -397,7 +388,6 @@ __all__ = [
     "limit_link_request",
     "limit_signup",
     "limit_verify_resend",
-    "forget_expired_links",
     "peek",
     "redeem",
 ]

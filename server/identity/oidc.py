@@ -164,7 +164,7 @@ def is_configured(settings: Settings | None = None) -> bool:
     return bool((settings or get_settings()).oidc_issuer)
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     if host.casefold() == "localhost":
@@ -187,7 +187,7 @@ def transport_problem(url: str, name: str) -> str | None:
         return f"{name} is not a URL; write it as https://id.example.org"
     if not parts.hostname or parts.scheme not in ("https", "http"):
         return f"{name} is not an http(s) URL; write it as https://id.example.org"
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         return (f"{name} uses plain http, which is only allowed for a provider on 127.0.0.1 or localhost; "
                 "use the provider's https URL")
     return None

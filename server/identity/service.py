@@ -40,8 +40,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_token_hash = token_hash
-
 
 async def audit_security(actor: Actor, action: str, outcome: str, subjects: tuple[str, ...] = (),
                          fields: dict[str, str] | None = None) -> None:
@@ -50,8 +48,6 @@ async def audit_security(actor: Actor, action: str, outcome: str, subjects: tupl
                               outcome=outcome, subjects=subjects, fields=fields or {}),
                  get_kernel().policies.version)
 
-
-_audit = audit_security
 
 
 @dataclass(frozen=True)
@@ -100,21 +96,17 @@ async def purge_expired(now: dt.datetime) -> None:
     await SigninFailure.delete().where(SigninFailure.at < now - limits.MEMORY)
 
 
-async def _fail(face: str, keys: list[str], anonymous: Actor, kind: str = "signin") -> SignInFailed:
+async def record_failure(face: str, keys: list[str], anonymous: Actor, kind: str = "signin") -> SignInFailed:
     async with write_transaction():
         await limits.record(kind, face, keys)
         await audit_security(anonymous, "signin" if kind == "signin" else f"signin_{kind}", "failed")
     return SignInFailed(GENERIC_FAILURE)
 
 
-record_failure = _fail
-
 
 def anonymous_actor(face: str, request_id: str) -> Actor:
     return Actor(kind="anonymous", id="", face=face, request_id=request_id)
 
-
-_anonymous = anonymous_actor
 
 
 async def staff_sign_in(username: str, password: str, client: str, request_id: str,
@@ -129,7 +121,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     rows = await StaffAccount.select().where((StaffAccount.username == username) & (StaffAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
     if not await verify_password(account["password_hash"] if account else None, password) or account is None:
-        raise await _fail("backoffice", keys, _anonymous("backoffice", request_id))
+        raise await record_failure("backoffice", keys, anonymous_actor("backoffice", request_id))
     actor = staff_actor(account, request_id)
     if needs_rehash(account["password_hash"]):
         await StaffAccount.update({StaffAccount.password_hash: await hash_password(password)}).where(
@@ -162,7 +154,7 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
         (CustomerAccount.email_index == index) & (CustomerAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
     if not await verify_password(account["password_hash"] if account else None, password) or account is None:
-        raise await _fail("portal", keys, _anonymous("portal", request_id))
+        raise await record_failure("portal", keys, anonymous_actor("portal", request_id))
     if account["verified_at"] is None:
         raise NotVerified(account["id"])
     actor = customer_actor(account, request_id)
@@ -240,7 +232,7 @@ async def resume_session(face: str, token: str, request_id: str) -> Actor | None
     """
     if not token:
         return None
-    rows = await raw(_SESSION_QUERIES[face], _token_hash(token))
+    rows = await raw(_SESSION_QUERIES[face], token_hash(token))
     if not rows:
         return None
     session, now = rows[0], _now()
@@ -257,8 +249,8 @@ async def resume_session(face: str, token: str, request_id: str) -> Actor | None
 
 async def sign_out(actor: Actor, token: str) -> None:
     async with write_transaction():
-        await Session.delete().where(Session.token_hash == _token_hash(token))
-        await _audit(actor, "signout", "ok")
+        await Session.delete().where(Session.token_hash == token_hash(token))
+        await audit_security(actor, "signout", "ok")
 
 
 async def forget_session(token: str) -> None:
@@ -385,20 +377,22 @@ async def list_sessions(actor: Actor, current_token: str) -> list[SessionInfo]:
             for r in rows if r["last_seen_at"] + idle > now]
 
 
-async def revoke_session(actor: Actor, handle: str) -> bool:
-    """End one of the account's own sessions; False when there is no such session (of this account)."""
+async def revoke_session(actor: Actor, handle: str, current_token: str = "") -> str | None:
+    """End one of the account's own sessions: "current" or "other" for the one ended, None when there
+    is no such session (of this account)."""
     try:
         wanted = uuid.UUID(handle)
     except ValueError:
-        return False
+        return None
     where = ((Session.handle == wanted) & (Session.account_id == uuid.UUID(actor.id))
              & (Session.face == actor.face))
     async with write_transaction():
-        if not await Session.exists().where(where):
-            return False
+        rows = await Session.select(Session.token_hash).where(where)
+        if not rows:
+            return None
         await Session.delete().where(where)
         await audit_security(actor, "session_revoke", "ok")
-    return True
+    return "current" if rows[0]["token_hash"] == token_hash(current_token) else "other"
 
 
 async def revoke_other_sessions(actor: Actor, current_token: str) -> int:

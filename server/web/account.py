@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -31,13 +30,6 @@ CHANGED = {
               "sessions below.",
 }
 PASSWORD_LABELS = {"current": "Current password", "password": "New password"}
-
-
-def _same_handle(a: str, b: str) -> bool:
-    try:
-        return uuid.UUID(a) == uuid.UUID(b)
-    except ValueError:
-        return False
 
 
 def _nav(request: Request) -> str:
@@ -92,11 +84,11 @@ def account_handlers(face: str) -> list[Any]:
           name=f"{face}-session-revoke")
     async def revoke(request: Request, handle: str) -> Response:
         """Sign out one session (my own only); revoking the current one signs me out here."""
-        current = [s for s in await identity.list_sessions(request.user, request.auth or "") if s.current]
-        if not await identity.revoke_session(request.user, handle):
+        ended = await identity.revoke_session(request.user, handle, request.auth or "")
+        if ended is None:
             return render(request, "error.html", status=404, status_code=404,
                           message="There is no such session of yours. It may have ended already.", errors={})
-        if current and _same_handle(current[0].handle, handle):
+        if ended == "current":
             response = Redirect("/signin", status_code=303)
             response.set_cookie(session_cookie(face, "", max_age=0))
             return response

@@ -8,11 +8,10 @@ for a request to the loopback interface is the request's own origin trusted.
 
 from __future__ import annotations
 
-import ipaddress
-
 from litestar import Request
 
 from server.errors import DomainError
+from server.identity.oidc import is_loopback
 from server.settings import get_settings
 
 
@@ -20,23 +19,12 @@ class OriginNotConfigured(DomainError):
     status = 503
 
 
-def _loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.casefold() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def public_origin(request: Request, face: str) -> str:
     settings = get_settings()
     configured = settings.portal_origin if face == "portal" else settings.backoffice_origin
     if configured:
         return configured
-    if settings.dev_mode or _loopback(request.url.hostname):
+    if settings.dev_mode or is_loopback(request.url.hostname):
         return f"{request.url.scheme}://{request.url.netloc}"
     name = "MUTUAL_PORTAL_ORIGIN" if face == "portal" else "MUTUAL_BACKOFFICE_ORIGIN"
     raise OriginNotConfigured(

@@ -20,7 +20,6 @@ from litestar.response import Redirect
 from server.actor import Actor
 from server.errors import TooManyAttempts
 from server.identity import passkeys as service
-from server.settings import get_settings
 from server.web.auth import (
     SESSION_COOKIES,
     requires_customer,

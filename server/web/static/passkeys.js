@@ -123,37 +123,31 @@
     return options;
   }
 
-  function registrationJSON(cred) {
+  // A credential as JSON for the server; `fields` names the response's binary parts to encode.
+  function credentialJSON(cred, fields) {
     var response = cred.response;
+    var encoded = { clientDataJSON: bytesToB64url(response.clientDataJSON) };
+    fields.forEach(function (name) { encoded[name] = bytesToB64url(response[name]); });
     return {
       id: cred.id,
       rawId: bytesToB64url(cred.rawId),
       type: cred.type,
       authenticatorAttachment: cred.authenticatorAttachment || undefined,
       clientExtensionResults: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
-      response: {
-        clientDataJSON: bytesToB64url(response.clientDataJSON),
-        attestationObject: bytesToB64url(response.attestationObject),
-        transports: response.getTransports ? response.getTransports() : []
-      }
+      response: encoded
     };
   }
 
+  function registrationJSON(cred) {
+    var json = credentialJSON(cred, ["attestationObject"]);
+    json.response.transports = cred.response.getTransports ? cred.response.getTransports() : [];
+    return json;
+  }
+
   function assertionJSON(cred) {
-    var response = cred.response;
-    return {
-      id: cred.id,
-      rawId: bytesToB64url(cred.rawId),
-      type: cred.type,
-      authenticatorAttachment: cred.authenticatorAttachment || undefined,
-      clientExtensionResults: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
-      response: {
-        clientDataJSON: bytesToB64url(response.clientDataJSON),
-        authenticatorData: bytesToB64url(response.authenticatorData),
-        signature: bytesToB64url(response.signature),
-        userHandle: response.userHandle ? bytesToB64url(response.userHandle) : null
-      }
-    };
+    var json = credentialJSON(cred, ["authenticatorData", "signature"]);
+    json.response.userHandle = cred.response.userHandle ? bytesToB64url(cred.response.userHandle) : null;
+    return json;
   }
 
   // Runs a ceremony: options from the server, the authenticator, the answer back to the server.
