@@ -80,8 +80,10 @@ async def check(kind: str, face: str, keys: list[str]) -> None:
             (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind)
             & (SigninFailure.at > now - MEMORY)
         ).order_by(SigninFailure.at, ascending=False)
-        if rows:
-            wait = max(wait, rows[0]["at"] + lock_for(len(rows), key) - now)
+        lock = lock_for(len(rows), key)
+        # No lock, no wait: a row recorded by a concurrent request after `now` must not count as one.
+        if rows and lock > dt.timedelta(0):
+            wait = max(wait, rows[0]["at"] + lock - now)
     if wait > dt.timedelta(0):
         raise TooManyAttempts(MESSAGES[kind].format(minutes=math.ceil(wait.total_seconds() / 60)))
 

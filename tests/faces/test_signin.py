@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import uuid
 from dataclasses import dataclass
 
 import pytest
 
+from server.errors import TooManyAttempts
+from server.identity import limits
 from server.identity.tables import Session, SigninFailure
 from server.settings import get_settings
 from server.web.auth import SESSION_COOKIES
@@ -299,3 +303,17 @@ async def test_guesses_from_elsewhere_do_not_lock_the_owner_out_until_many(db: N
             await customer_sign_in(ERIKA["email"], "guess", f"203.0.113.{100 + n // (limit - 1)}", "r")
     with pytest.raises(TooManyAttempts):
         await customer_sign_in(ERIKA["email"], CUSTOMER_PASSWORD, "198.51.100.1", "r")
+
+
+async def test_a_failure_recorded_by_a_concurrent_request_locks_nobody_below_the_limit(db: None) -> None:
+    """A request that reads the clock, then sees a row another request wrote a moment later, must not
+    take that row for a lock (it did: two simultaneous sign-ups of one address got a 429)."""
+    key = limits.limit_key("ip", "192.0.2.7")
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    free = get_settings().signin_max_failures
+    await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face="portal", key=key, at=later,
+                                               kind="signup") for _ in range(free - 1)])
+    await limits.check("signup", "portal", [key])  # one free attempt left: no wait
+    await SigninFailure.insert(SigninFailure(id=uuid.uuid4(), face="portal", key=key, at=later, kind="signup"))
+    with pytest.raises(TooManyAttempts):
+        await limits.check("signup", "portal", [key])
