@@ -528,6 +528,22 @@ async def _sign_in_staff(issuer: str, claims: dict[str, Any], settings: Settings
                 await audit_security(staff_actor(account, request_id), "sso_roles_change", "ok",
                                      fields={"roles": "", "source": "oidc"})
         raise SsoFailed("no_role", MSG_NO_ROLE)
+    try:
+        return await _link_and_open(hashes, claims, settings, roles, request_id, device, replaces)
+    except SsoFailed:
+        raise
+    except Exception:
+        # Two first sign-ins of one person at once (PostgreSQL: both found no link, the second failed on
+        # the unique user name and rolled back). The other made the account and its link: use them.
+        if (await _linked_account(hashes))[1] is None:
+            raise
+        return await _link_and_open(hashes, claims, settings, roles, request_id, device, replaces)
+
+
+async def _link_and_open(hashes: list[str], claims: dict[str, Any], settings: Settings, roles: list[str],
+                         request_id: str, device: str, replaces: str | None) -> SignedIn:
+    """In one transaction: the linked account (made on the first sign-in, updated from the claims on
+    later ones) and its session."""
     now = _now()
     async with write_transaction():
         link, account = await _linked_account(hashes)

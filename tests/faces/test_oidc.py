@@ -5,6 +5,7 @@ provider's form, and brings the answer back to the callback."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -231,6 +232,23 @@ async def test_a_second_sign_in_reuses_the_account_and_follows_the_provider_s_ro
     assert await account("renamed") is None
     assert await StaffAccount.count() == 1 and await ExternalIdentity.count() == 1
     assert await Session.count().where(Session.account_id == first["id"]) == 2
+
+
+async def test_two_simultaneous_first_sign_ins_of_one_person_make_one_account(sso: OidcProvider) -> None:
+    """Two browsers come back from the provider at once for a person Mutual has not met: one account,
+    one link, two sessions (on PostgreSQL the second used to fail on the unique user name: a 500)."""
+    sub = new_sub()
+    claims = {"preferred_username": "oidc-twice", "groups": ["crm-sales"], **PROVIDER_MFA}
+    async with backoffice() as one, backoffice() as two:
+        urls = [await start(client) for client in (one, two)]
+        sso.set_user(sub, claims)
+        paths = [callback_path(sso.authorize(url, sub)) for url in urls]
+        answers = await asyncio.gather(one.get(paths[0]), two.get(paths[1]))
+    assert [a.status_code for a in answers] == [303, 303], [a.text[:300] for a in answers]
+    created = await account("oidc-twice")
+    assert created is not None
+    assert await StaffAccount.count() == 1 and await ExternalIdentity.count() == 1
+    assert await Session.count().where(Session.account_id == created["id"]) == 2
 
 
 async def test_claims_with_no_mutual_role_are_refused_and_take_the_roles_away(sso: OidcProvider) -> None:
