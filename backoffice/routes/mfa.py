@@ -37,7 +37,7 @@ def _start_over() -> Response:
 
 
 def _keys(request: Request, account_id: Any) -> list[str]:
-    return limits.account_keys("staff-mfa", str(account_id), client_address(request))
+    return limits.account_keys(limits.STAFF_MFA, str(account_id), client_address(request))
 
 
 async def _locked(keys: list[str]) -> str | None:

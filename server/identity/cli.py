@@ -1,5 +1,5 @@
-"""`mutual staff create|disable|enable|reset-mfa|sign-out`, `mutual sessions end-all|end-customer` and
-`mutual outbox`: account help for administrators and developers."""
+"""`mutual staff create|disable|enable|reset-mfa|sign-out|unlock`, `mutual sessions
+end-all|end-customer|unlock-customer` and `mutual outbox`: account help for administrators and developers."""
 
 from __future__ import annotations
 
@@ -168,6 +168,32 @@ def cmd_end_customer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Lift the sign-in locks of one member of staff (password and code attempts, from any address)."""
+    from server.identity import service
+
+    require_kernel()
+    count = asyncio.run(service.unlock_staff(args.username))
+    if count is None:
+        print(f"mutual: there is no staff account {args.username!r}; check the user name")
+        return 1
+    print(f"mutual: sign-in of {args.username} unlocked ({count} failed attempt(s) forgotten)")
+    return 0
+
+
+def cmd_unlock_customer(args: argparse.Namespace) -> int:
+    """Lift the sign-in locks of one customer (password, emailed links, resets), found by the sign-in address."""
+    from server.identity import service
+
+    require_kernel()
+    count = asyncio.run(service.unlock_customer(args.email))
+    if count is None:
+        print("mutual: no customer account signs in with that address; check it")
+        return 1
+    print(f"mutual: sign-in of that customer unlocked ({count} attempt(s) forgotten)")
+    return 0
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     """The development outbox: the last mails, with their links (when no SMTP server is set)."""
     from server.mail import links_in, outbox_messages
@@ -208,6 +234,10 @@ def _staff_commands(commands: Commands) -> None:
     sign_out = commands.add_parser("sign-out", help="end every session of one staff account")
     sign_out.add_argument("username")
     sign_out.set_defaults(func=cmd_sign_out)
+    unlock = commands.add_parser("unlock", help="lift the sign-in locks of one staff account (too many "
+                                 "failed attempts)")
+    unlock.add_argument("username")
+    unlock.set_defaults(func=cmd_unlock)
 
 
 def _session_commands(commands: Commands) -> None:
@@ -216,6 +246,10 @@ def _session_commands(commands: Commands) -> None:
     customer = commands.add_parser("end-customer", help="end every session of one customer (by sign-in address)")
     customer.add_argument("email")
     customer.set_defaults(func=cmd_end_customer)
+    unlock = commands.add_parser("unlock-customer", help="lift the sign-in locks of one customer (by sign-in "
+                                 "address)")
+    unlock.add_argument("email")
+    unlock.set_defaults(func=cmd_unlock_customer)
 
 
 def register(subparsers: Commands) -> None:

@@ -48,6 +48,7 @@ def limit_key(kind: str, value: str) -> str:
 # the same guesses from one client address lock that address and that account-from-that-address.
 WIDE_FACTOR = 4
 WIDE = "w:"
+STAFF_MFA = "staff-mfa"  # the label of staff second-factor attempts (account: the account id)
 
 
 def account_keys(label: str, account: str, client: str) -> list[str]:
@@ -89,10 +90,12 @@ async def check(kind: str, face: str, keys: list[str]) -> None:
 
 
 async def record(kind: str, face: str, keys: list[str]) -> None:
-    """Count one failure (or one mail sent) against each key."""
+    """Count one failure (or one mail sent) against each key. Every row of an attempt on an account
+    names the account's wide key, so `unlock` can find them (the client-address keys too)."""
     now = _now()
-    await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now, kind=kind)
-                                 for k in keys])
+    account = next((k for k in keys if k.startswith(WIDE)), None)
+    await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now, kind=kind,
+                                               account=account) for k in keys])
     # A lock is recorded when it starts, once (not each refused attempt: those would flood the log).
     # The actor is anonymous: the event does not say whose account or which address was locked.
     for key in keys:
@@ -106,6 +109,19 @@ async def record(kind: str, face: str, keys: list[str]) -> None:
                                outcome="denied", fields={"minutes": str(math.ceil(lock.total_seconds() / 60))}),
                          get_kernel().policies.version)
             break
+
+
+async def unlock(face: str, accounts: list[tuple[str, str]], keys: tuple[str, ...] = ()) -> int:
+    """Lift every lock of one account (an administrator's decision): forget the attempts on it, given as
+    (label, account) pairs of `account_keys`, from any address, and the failures of further `keys`.
+    Returns how many attempts were forgotten."""
+    tags = [wide_key(label, account) for label, account in accounts]
+    where = SigninFailure.account.is_in(tags)
+    if keys:
+        where = where | SigninFailure.key.is_in(list(keys))
+    forgotten = await SigninFailure.delete().where((SigninFailure.face == face) & where).returning(
+        SigninFailure.id)
+    return len(forgotten)
 
 
 async def clear(kind: str, face: str, key: str) -> None:

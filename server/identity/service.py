@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from server.actor import Actor
+from server.actor import Actor, system_actor
 from server.audit.chain import Entry, append
 from server.db import raw, write_transaction
 from server.errors import Invalid, SignInFailed
@@ -304,7 +304,7 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     stored = rows[0]["password_hash"]
     if stored and not await _just_reset(current_token):
         # Whoever holds a session must not guess the password here faster than at the sign-in form.
-        keys = [limits.limit_key("current-password", actor.id)]
+        keys = [current_password_key(actor.id)]
         await limits.check("signin", actor.face, keys)
         if not await verify_password(stored, current):
             await limits.record("signin", actor.face, keys)
@@ -430,6 +430,42 @@ async def end_all_sessions(account_id: uuid.UUID | None = None) -> int:
     async with write_transaction():
         count = await Session.count().where(where)
         await Session.delete().where(where)
+    return count
+
+
+def current_password_key(account_id: str) -> str:
+    """The limit key of guesses at the current password on the password page."""
+    return limits.limit_key("current-password", account_id)
+
+
+async def unlock_staff(username: str) -> int | None:
+    """An administrator lifts the locks of one staff account: forgets its failed password and code
+    attempts from every address. None when there is no such account."""
+    username = username.strip().casefold()
+    rows = await StaffAccount.select(StaffAccount.id).where(StaffAccount.username == username)
+    if not rows:
+        return None
+    account_id = str(rows[0]["id"])
+    async with write_transaction():
+        count = await limits.unlock("backoffice", [("staff", username), (limits.STAFF_MFA, account_id)],
+                                    (current_password_key(account_id),))
+        await audit_security(system_actor("staff-admin"), "signin_unlock", "ok",
+                             fields={"account": username, "count": str(count)})
+    return count
+
+
+async def unlock_customer(email: str) -> int | None:
+    """An administrator lifts the locks of one customer account (sign-in, emailed links, resets), found
+    by the sign-in address. None when no account signs in with it. The audit names the account id."""
+    index = signin_email_index(email)
+    rows = await CustomerAccount.select(CustomerAccount.id).where(CustomerAccount.email_index == index)
+    if not rows:
+        return None
+    account_id = str(rows[0]["id"])
+    async with write_transaction():
+        count = await limits.unlock("portal", [("customer", index)], (current_password_key(account_id),))
+        await audit_security(system_actor("staff-admin"), "signin_unlock", "ok",
+                             fields={"customer_account": account_id, "count": str(count)})
     return count
 
 

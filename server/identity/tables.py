@@ -59,6 +59,9 @@ class SigninFailure(Table, tablename="identity_signin_failure"):
     key = Varchar(length=64, index=True, help_text="HMAC of the account name or client address.")
     at = Timestamptz(index=True)
     kind = Varchar(length=16, default="signin", help_text="signin, mfa, magic_link, reset or signup.")
+    account = Varchar(length=64, null=True, default=None, index=True,
+                      help_text="The account-from-anywhere key of the attempt (an HMAC), so an administrator "
+                                "can lift the account's locks; none for attempts on no account.")
 
 
 class RecoveryCode(Table, tablename="identity_recovery_code"):

@@ -126,3 +126,64 @@ async def test_an_administrator_ends_one_customer_s_sessions(db: None, capsys: p
     assert await resume_session("portal", his, "r") is not None
     assert ERIKA["email"] not in repr(await events_since(0))
     assert await asyncio.to_thread(_run, "sessions", "end-customer", "nobody@example.org") == 1
+
+
+async def _lock_out(sign_in: object, login: str, client: str) -> None:
+    """Wrong passwords from `client` until the account is locked from there."""
+    from server.errors import SignInFailed, TooManyAttempts
+
+    for _ in range(get_settings().signin_max_failures):
+        with pytest.raises(SignInFailed):
+            await sign_in(login, "not-the-password", client, "r")  # type: ignore[operator]
+    with pytest.raises(TooManyAttempts):
+        await sign_in(login, "not-the-password", client, "r")  # type: ignore[operator]
+
+
+async def test_an_administrator_lifts_the_locks_of_one_member_of_staff(db: None,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from server.errors import TooManyAttempts
+    from server.identity import limits
+    from server.identity.service import staff_sign_in
+    from tests.faces._client import make_staff
+
+    await make_staff("locked-out", "support")
+    await make_staff("still-locked", "support")
+    locked = (await StaffAccount.select(StaffAccount.id).where(StaffAccount.username == "locked-out"))[0]["id"]
+    await _lock_out(staff_sign_in, "locked-out", "203.0.113.1")
+    await _lock_out(staff_sign_in, "still-locked", "203.0.113.2")
+    code_keys = limits.account_keys(limits.STAFF_MFA, str(locked), "203.0.113.1")
+    for _ in range(get_settings().signin_max_failures):
+        await limits.record("mfa", "backoffice", code_keys)
+    with pytest.raises(TooManyAttempts):
+        await limits.check("mfa", "backoffice", code_keys)
+    before = await last_seq()
+    assert await asyncio.to_thread(_run, "staff", "unlock", "Locked-Out") == 0
+    assert "sign-in of Locked-Out unlocked (30 failed attempt(s) forgotten)" in capsys.readouterr().out
+    # From the address that was locked, the right password works again, and codes are checked again.
+    assert (await staff_sign_in("locked-out", "staff-password-for-tests", "203.0.113.1", "r")).stage == "mfa"
+    await limits.check("mfa", "backoffice", code_keys)
+    with pytest.raises(TooManyAttempts):  # another account's lock stays
+        await staff_sign_in("still-locked", "staff-password-for-tests", "203.0.113.2", "r")
+    events = await events_since(before)
+    assert summary(events)[0] == ("signin_unlock", "session", "ok")
+    assert events[0].fields == {"account": "locked-out", "count": "30"}
+    assert await asyncio.to_thread(_run, "staff", "unlock", "nobody-here") == 1
+    assert "there is no staff account 'nobody-here'" in capsys.readouterr().out
+
+
+async def test_an_administrator_lifts_the_locks_of_one_customer(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.identity.service import customer_sign_in
+    from tests.faces._client import CUSTOMER_PASSWORD, make_customer
+    from tests.support import ERIKA
+
+    erika = await make_customer(ERIKA)
+    await _lock_out(customer_sign_in, erika.email, "198.51.100.9")
+    before = await last_seq()
+    assert await asyncio.to_thread(_run, "sessions", "unlock-customer", ERIKA["email"]) == 0
+    assert "sign-in of that customer unlocked (15 attempt(s) forgotten)" in capsys.readouterr().out
+    assert (await customer_sign_in(erika.email, CUSTOMER_PASSWORD, "198.51.100.9", "r")).stage == "full"
+    events = await events_since(before)
+    assert summary(events)[0] == ("signin_unlock", "session", "ok")
+    assert ERIKA["email"] not in repr(events) and "Mustermann" not in repr(events)
+    assert await asyncio.to_thread(_run, "sessions", "unlock-customer", "nobody@example.org") == 1
+    assert "no customer account signs in with that address" in capsys.readouterr().out
