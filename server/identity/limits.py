@@ -30,6 +30,7 @@ MESSAGES = {
     "email_link": "Too many emails asked for. Wait {minutes} minutes, then ask again.",
     "reset": "Too many password resets asked for. Wait {minutes} minutes, then ask again.",
     "signup": "Too many sign-ups from here. Wait {minutes} minutes, then try again.",
+    "sso": "Too many failed single sign-ins from here. Wait {minutes} minutes, then try again.",
 }
 
 

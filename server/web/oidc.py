@@ -11,7 +11,10 @@ follow a form submission, so a 303 from the form's POST to the provider would be
 forwarding page is a navigation of its own, which form-action does not govern.
 
 GET /signin/sso/callback checks the cookie's handle and the state, exchanges the code, validates
-the ID token and opens a session. Staff need a second factor however they sign in: the provider's
+the ID token and opens a session. Callbacks that fail before anyone signed in at the provider
+(no or an expired attempt, a wrong state, a code the provider refuses) count against the client
+address (kind `sso`), so a client cannot flood the audit with them; the provider's own answers
+(no role, switched off) do not count. Staff need a second factor however they sign in: the provider's
 counts when its ID token says it asked for one (amr) or when MUTUAL_OIDC_MFA=provider trusts it to;
 otherwise the session waits for Mutual's own code, like a password sign-in
 (server.identity.oidc.second_factor_stage).
@@ -29,16 +32,21 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect
 
 from server.actor import Actor
+from server.db import write_transaction
+from server.errors import TooManyAttempts
+from server.identity import limits
 from server.identity import oidc as service
 from server.identity.service import anonymous_actor, audit_security
 from server.settings import get_settings
 from server.web.origin import public_origin
 from server.web.rendering import render
-from server.web.signin import device_of, signed_in_response
+from server.web.signin import client_address, device_of, signed_in_response
 
 SSO_COOKIE = "__Host-mutual-staff-sso"
 CALLBACK_PATH = "/signin/sso/callback"
 HOME = "/"
+# Failures a client can cause without signing in at the provider: these count towards the limit.
+COUNTED = frozenset({"expired", "state", "exchange"})
 
 
 def sso_cookie(handle: str, max_age: int) -> Cookie:
@@ -69,9 +77,13 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
         response.set_cookie(sso_cookie("", 0))
         return response
 
-    async def failed(request: Request, exc: service.SsoFailed) -> Response:
-        await audit_security(anonymous_actor("backoffice", request.state.request_id), "signin_sso", "failed",
-                             fields={"reason": exc.reason})
+    async def failed(request: Request, exc: service.SsoFailed, keys: list[str] | None = None) -> Response:
+        """Audit the failure and, for a failure the client could cause alone, count it against `keys`."""
+        async with write_transaction():
+            if keys and exc.reason in COUNTED:
+                await limits.record("sso", "backoffice", keys)
+            await audit_security(anonymous_actor("backoffice", request.state.request_id), "signin_sso",
+                                 "failed", fields={"reason": exc.reason})
         return signin_page(request, str(exc), exc.status)
 
     @post("/signin/sso", name="backoffice-signin-sso")
@@ -96,6 +108,11 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
         start page. (Read from the query directly: `state` is a reserved parameter name in Litestar.)"""
         if not get_settings().oidc_issuer:
             raise service.SsoNotConfigured()
+        keys = [limits.limit_key("ip", client_address(request))]
+        try:
+            await limits.check("sso", "backoffice", keys)
+        except TooManyAttempts as exc:
+            return signin_page(request, str(exc), 429)
         query = request.query_params
         try:
             result = await service.finish_signin(
@@ -103,7 +120,7 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
                 error=query.get("error") or "",
                 request_id=request.state.request_id, device=device_of(request), replaces=request.auth or None)
         except service.SsoFailed as exc:
-            return await failed(request, exc)
+            return await failed(request, exc, keys)
         response = signed_in_response("backoffice", result, HOME)  # on to Mutual's own code if needed
         response.set_cookie(sso_cookie("", 0))
         return response

@@ -598,3 +598,27 @@ def test_amr_counts_as_a_second_factor_only_when_it_shows_two(amr: Any, two_fact
     from server.identity.oidc import provider_did_mfa
 
     assert provider_did_mfa({"amr": amr}) is two_factors
+
+
+async def test_failed_callbacks_from_one_client_are_limited_but_the_provider_s_refusals_are_not(
+        sso: OidcProvider) -> None:
+    """Answers a client can make up alone (no attempt, a wrong state) count against its address; after
+    the free ones even a real answer waits, and the refusals are not audited one by one."""
+    limit = get_settings().signin_max_failures
+    async with backoffice() as client:
+        for _ in range(3):  # the provider's own answer (no role) is not the client's doing: not counted
+            refused = await sign_in(client, sso, new_sub(), {"preferred_username": "oidc-nobody", "groups": []})
+            assert refused.status_code == 400
+        for n in range(limit):
+            made_up = await client.get(f"/signin/sso/callback?code=x&state=guess-{n}")
+            assert made_up.status_code == 400, f"made-up answer {n + 1}"
+        url = await start(client)
+        sso.set_user("late", {**ADMINS, **PROVIDER_MFA})
+        before = await last_seq()
+        refused = await client.get(callback_path(sso.authorize(url, "late")))
+        assert refused.status_code == 429
+        minutes = get_settings().signin_window_minutes
+        assert alert(refused.text) == f"Too many failed single sign-ins from here. Wait {minutes} minutes, then try again."
+        assert await events_since(before) == []
+        assert not has_cookie(refused, STAFF_COOKIE)
+    assert await account("oidc-admin") is None
