@@ -286,7 +286,8 @@ async def test_a_tampered_state_is_refused_and_uses_the_attempt_up(sso: OidcProv
         location = sso.authorize(url, "tamper")
         parts = urlsplit(location)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        forged = urlunsplit(parts._replace(query=urlencode({**query, "state": "x" + query["state"][1:]})))
+        other = "y" if query["state"].startswith("x") else "x"  # a state that differs from the real one
+        forged = urlunsplit(parts._replace(query=urlencode({**query, "state": other + query["state"][1:]})))
         before = await last_seq()
         refused = await client.get(callback_path(forged))
         assert refused.status_code == 400 and "does not belong to the sign-in started" in alert(refused.text)
@@ -450,7 +451,7 @@ def test_transport_rules() -> None:
 
 
 async def test_an_unreachable_provider_is_explained(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.oidc_provider import free_port
+    from server.processes import free_port
 
     _set_env(monkeypatch, {"MUTUAL_OIDC_ISSUER": f"http://127.0.0.1:{free_port()}", "MUTUAL_OIDC_CLIENT_ID": "m",
                            "MUTUAL_OIDC_ROLE_MAP": "crm-admins=admin"})
