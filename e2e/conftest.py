@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from server import processes
 from tests.oidc_provider import OidcProvider
 from tests.smtp_server import SmtpServer
 
@@ -28,26 +26,6 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = os.environ.get("MUTUAL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server at {url} did not become healthy in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 @dataclass(frozen=True)
@@ -91,27 +69,18 @@ def stack(smtp: SmtpServer) -> Iterator[Stack]:
     urls = {}
     oidc = OidcProvider().start()
     try:
-        ports = {"portal": _free_port(), "backoffice": _free_port()}
+        ports = {"portal": processes.free_port(), "backoffice": processes.free_port()}
         client_id, secret = oidc.register_client([f"http://localhost:{ports['backoffice']}/signin/sso/callback"])
         env.update(oidc.env(client_id, secret, label="Mock ID"))
         for face in ("portal", "backoffice"):
-            port = ports[face]
             log = var_dir / f"{face}.log"
-            proc = subprocess.Popen(serve_command(face, "127.0.0.1", port), env=env, cwd=REPO,
-                                    stdout=log.open("w"), stderr=subprocess.STDOUT)
-            procs.append(proc)
-            urls[face] = f"http://localhost:{port}"
-            _wait_healthy(urls[face], proc, log)
+            procs.append(processes.start(serve_command(face, "127.0.0.1", ports[face]), log, env=env, cwd=REPO))
+            urls[face] = f"http://localhost:{ports[face]}"
+            processes.wait_until_answering(f"{urls[face]}/healthz", procs[-1], log)
         yield Stack(urls["portal"], urls["backoffice"], var_dir, var_dir / "mutual.sqlite3", oidc.issuer)
     finally:
         oidc.stop()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        processes.stop(procs)
         if os.environ.get("MUTUAL_E2E_KEEP"):
             print(f"e2e: kept {var_dir}")
         else:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,13 +37,9 @@ from urllib.parse import quote
 
 import httpx
 
-HOST = "127.0.0.1"
+from server import processes
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+HOST = processes.HOST
 
 
 def set_user(issuer: str, sub: str, claims: dict[str, Any]) -> None:
@@ -79,7 +74,7 @@ class OidcProvider:
 
     def __init__(self, port: int | None = None, *, require_registration: bool = True,
                  token_max_age: int = 3600) -> None:
-        self.port = port or free_port()
+        self.port = port or processes.free_port()
         self.issuer = f"http://{HOST}:{self.port}"
         self.require_registration = require_registration
         self.token_max_age = token_max_age
@@ -94,30 +89,19 @@ class OidcProvider:
         if self.require_registration:
             command.append("--require-registration")
         env = {**os.environ, "NO_COLOR": "1", "PYTHONWARNINGS": "ignore"}
-        self._proc = subprocess.Popen(command, env=env, stdout=self._log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"the OpenID provider exited with {self._proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the OpenID provider did not answer on {self.issuer} within {timeout}s:\n{self.log()}")
+        self._proc = processes.start(command, self._log, env=env)
+        try:
+            processes.wait_until_answering(f"{self.issuer}/.well-known/openid-configuration", self._proc,
+                                           self._log, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-        self._proc = None
+        if self._proc is not None:
+            processes.stop([self._proc])
+            self._proc = None
 
     def log(self) -> str:
         return self._log.read_text(errors="replace")[-5000:]

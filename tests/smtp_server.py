@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.policy
-import socket
 import threading
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -12,17 +11,12 @@ from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from aiosmtpd.smtp import SMTP as SMTPProtocol
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-HOST = "127.0.0.1"
+from server import processes
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+HOST = processes.HOST
 
 
 class _Handler:
@@ -57,7 +51,7 @@ class SmtpServer:
 
     def __init__(self, credentials: tuple[str, str] | None = None) -> None:
         self.host = HOST
-        self.port = free_port()
+        self.port = processes.free_port()
         self._messages: list[EmailMessage] = []
         self._changed = threading.Condition()
         options: dict[str, Any] = {"enable_SMTPUTF8": True}

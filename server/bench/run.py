@@ -9,18 +9,17 @@ import os
 import platform
 import random
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from server import processes
 from server.bench.dataset import bench_email
 from server.bench.load import Measurement, Request, Session, measure, sign_in
 from server.settings import REPO_ROOT, get_settings
@@ -52,54 +51,27 @@ class Options:
     postgres_url: str | None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
 @contextmanager
 def _servers(env: dict[str, str], floor: Path) -> Iterator[dict[str, str]]:
     from server.cli import serve_command
 
-    procs, urls = [], {}
+    procs: list[subprocess.Popen] = []
+    urls = {}
     logs = Path(tempfile.mkdtemp(prefix="mutual-bench-logs-"))
+    floor_cmd = [sys.executable, "-m", "uvicorn", "server.bench.floor:create_app", "--factory", "--host",
+                 "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
     try:
-        for face in ("portal", "backoffice"):
-            port = _free_port()
-            procs.append(subprocess.Popen(serve_command(face, "127.0.0.1", port), env=env, cwd=REPO_ROOT,
-                                          stdout=(logs / f"{face}.log").open("w"), stderr=subprocess.STDOUT))
-            urls[face] = f"http://127.0.0.1:{port}"
-            _wait(urls[face], procs[-1])
-        port = _free_port()
-        cmd = [sys.executable, "-m", "uvicorn", "server.bench.floor:create_app", "--factory", "--host",
-               "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        procs.append(subprocess.Popen(cmd, env={**env, "MUTUAL_BENCH_FLOOR": str(floor)}, cwd=REPO_ROOT,
-                                      stdout=(logs / "floor.log").open("w"), stderr=subprocess.STDOUT))
-        urls["floor"] = f"http://127.0.0.1:{port}"
-        _wait(urls["floor"], procs[-1])
+        for name in ("portal", "backoffice", "floor"):
+            port = processes.free_port()
+            command = (serve_command(name, "127.0.0.1", port) if name != "floor"
+                       else [part.format(port=port) for part in floor_cmd])
+            server_env = {**env, "MUTUAL_BENCH_FLOOR": str(floor)} if name == "floor" else env
+            procs.append(processes.start(command, logs / f"{name}.log", env=server_env, cwd=REPO_ROOT))
+            urls[name] = f"http://127.0.0.1:{port}"
+            processes.wait_until_answering(f"{urls[name]}/healthz", procs[-1], logs / f"{name}.log", timeout=60)
         yield urls
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        processes.stop(procs)
 
 
 def _dataset(opts: Options, backend: str) -> tuple[dict[str, str], dict, Path]:

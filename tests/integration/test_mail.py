@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from server.mail import Mail, MailNotSent, links_in, outbox_messages, send
+from server.processes import free_port
 from server.settings import get_settings
-from tests.smtp_server import SmtpServer, free_port
+from tests.smtp_server import SmtpServer
 
 TO = "erika.mustermann@example.org"
 LINK = "https://portal.example.org/sign-in/confirm?token=abc123"
