@@ -182,7 +182,7 @@ async def test_enrolment_shows_a_qr_code_and_the_key_and_a_wrong_code_stores_not
     await make_staff("newbie", "admin", mfa=False)
     account = await _account("newbie")
     async with face_client("backoffice") as client:
-        response, csrf = await _password_step(client, "newbie")
+        _, csrf = await _password_step(client, "newbie")
         pending = client.cookies[STAFF_COOKIE]
         page = await client.get("/signin/enrol")
         assert page.status_code == 200

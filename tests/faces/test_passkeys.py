@@ -9,7 +9,7 @@ import json
 import os
 import struct
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,6 @@ from tests.faces._client import (
     post_form,
     signed_in,
     staff_session,
-    summary,
     use_cookies,
 )
 from tests.support import ERIKA, MAX, csrf_from
