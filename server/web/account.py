@@ -57,8 +57,10 @@ def account_handlers(face: str) -> list[Any]:
     @post("/account/password", guards=[requires_signed_in], name=f"{face}-password")
     async def password_save(request: Request, data: Form) -> Response:
         """Save a new password: the session gets a new token, other sessions stay until revoked."""
-        if not await identity.has_password(request.user):
-            ensure_recent_signin(request.user)  # a first password is a new way in: no old session may add it
+        if face == "backoffice" or not await identity.has_password(request.user):
+            # Staff sign in with two factors, and the current password proves only one of them; a first
+            # password is a new way in, which no old session may add (ASVS 7.5.1).
+            ensure_recent_signin(request.user)
         try:
             result = await identity.set_password(request.user, request.auth or "", data.get("current", ""),
                                                  data.get("password", ""))

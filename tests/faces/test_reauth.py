@@ -25,6 +25,7 @@ from tests.support import ERIKA, csrf_from
 
 CHANGES = [
     ("backoffice", "/account/two-step/recovery-codes"),
+    ("backoffice", "/account/password"),  # the current password is one of the two factors staff need
     ("backoffice", "/account/sessions/revoke-others"),
     ("portal", "/account/sessions/revoke-others"),
     ("portal", "/account/passkeys/options"),
@@ -72,7 +73,8 @@ async def test_a_fresh_sign_in_may_change_how_it_signs_in(db: None) -> None:
 
 
 async def test_proving_the_current_password_counts_as_a_fresh_sign_in(db: None) -> None:
-    """After a password change an old session may end the others at once (ASVS 7.4.3, 7.5.2)."""
+    """A customer's current password is the whole sign-in: after a password change an old session may
+    end the others at once (ASVS 7.4.3, 7.5.2)."""
     customer = await make_customer(ERIKA)
     token = await customer_session(customer.email)
     await customer_session(customer.email)  # another browser
