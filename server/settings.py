@@ -82,6 +82,10 @@ class Settings:
     """Whose second factor counts for staff signing in through the provider: amr (default: the
     provider's, when the ID token's `amr` claim shows one; otherwise Mutual asks for its own),
     provider (always the provider's: it enforces MFA for everyone), mutual (always Mutual's own)."""
+    oidc_max_age_minutes: int | None
+    """max_age sent to the provider: it signs the person in again when its own sign-in is older. Default:
+    reauth_minutes, so an SSO sign-in is as recent as a password one; None (MUTUAL_OIDC_MAX_AGE_MINUTES=off)
+    sends none."""
 
     @property
     def is_postgres(self) -> bool:
@@ -106,6 +110,16 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def _optional_minutes(name: str, default: str) -> int | None:
+    """A number of minutes (0 or more), or None for "off"."""
+    value = os.environ.get(name, default).strip().lower()
+    if value == "off":
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{name}={value!r} is not a number of minutes; write one (such as 15) or off")
+    return int(value)
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -158,4 +172,6 @@ def get_settings() -> Settings:
         oidc_team_claim=os.environ.get("MUTUAL_OIDC_TEAM_CLAIM", ""),
         oidc_label=os.environ.get("MUTUAL_OIDC_LABEL", "single sign-on"),
         oidc_mfa=_choice("MUTUAL_OIDC_MFA", "amr", ("amr", "provider", "mutual")),
+        oidc_max_age_minutes=_optional_minutes("MUTUAL_OIDC_MAX_AGE_MINUTES",
+                                               os.environ.get("MUTUAL_REAUTH_MINUTES", "15")),
     )

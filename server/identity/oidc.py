@@ -391,11 +391,16 @@ async def begin_signin(redirect_uri: str) -> Start:
             expires_at=now + dt.timedelta(minutes=CHALLENGE_MINUTES),
             data=json.dumps({"state": state, "nonce": nonce, "verifier": verifier, "redirect_uri": redirect_uri,
                              "issuer": settings.oidc_issuer})))
-    query = urlencode({
+    params = {
         "response_type": "code", "client_id": settings.oidc_client_id, "redirect_uri": redirect_uri,
         "scope": settings.oidc_scopes, "state": state, "nonce": nonce,
         "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256",
-    })
+    }
+    if settings.oidc_max_age_minutes is not None:
+        # The provider signs the person in again when its own sign-in is older, and names that
+        # sign-in's time in auth_time (OpenID Connect Core 3.1.2.1).
+        params["max_age"] = str(settings.oidc_max_age_minutes * 60)
+    query = urlencode(params)
     separator = "&" if "?" in meta.authorization_endpoint else "?"
     return Start(handle, f"{meta.authorization_endpoint}{separator}{query}")
 
@@ -442,6 +447,18 @@ async def finish_signin(handle: str, *, code: str, state: str, error: str, reque
 
 # RFC 8176 authentication method references that mean more than a password was used.
 MFA_AMR = frozenset({"mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris", "retina", "vbm", "pop"})
+
+
+def authenticated_time(claims: dict[str, Any], now: dt.datetime, asked_max_age: bool) -> dt.datetime | None:
+    """When the person last proved who they are at the provider: the ID token's auth_time (never later
+    than now), so an old sign-in there is no recent sign-in here (ASVS 6.8.4, 7.5.1). Without a usable
+    auth_time: not known (None, never recent) when max_age was sent, since the provider must then name
+    it; the time of the callback when the operator switched max_age off."""
+    value = claims.get("auth_time")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None if asked_max_age else now
+    seconds = min(max(float(value), 0.0), now.timestamp())
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 def provider_did_mfa(claims: dict[str, Any]) -> bool:
@@ -562,9 +579,10 @@ async def _link_and_open(hashes: list[str], claims: dict[str, Any], settings: Se
             await ExternalIdentity.update({ExternalIdentity.subject_hash: hashes[0],
                                            ExternalIdentity.last_signin_at: now}).where(
                 ExternalIdentity.id == link["id"])
+        proven_at = authenticated_time(claims, now, asked_max_age=settings.oidc_max_age_minutes is not None)
         return await open_session("backoffice", account["id"], staff_actor(account, request_id), method="oidc",
-                                  device=device, replaces=replaces, stage=second_factor_stage(claims, account,
-                                                                                              settings))
+                                  device=device, replaces=replaces, authenticated_at=proven_at,
+                                  stage=second_factor_stage(claims, account, settings))
 
 
 async def _provision(claims: dict[str, Any], settings: Settings, roles: list[str], request_id: str,

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from server.actor import Actor, system_actor
 from server.audit.chain import Entry, append
@@ -60,9 +60,12 @@ class SignedIn:
 
 async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method: str, device: str = "",
                        stage: str = "full", replaces: str | None = None, clear_keys: tuple[str, ...] = (),
-                       subjects: tuple[str, ...] = ()) -> SignedIn:
+                       subjects: tuple[str, ...] = (),
+                       authenticated_at: dt.datetime | None | Literal["now"] = "now") -> SignedIn:
     """A new session with a new token (a sign-in never keeps an old token), atomically with the
     deletion of the session it `replaces`, the account's failure count and the audit event.
+    `authenticated_at` is when the person proved who they are: now, or for single sign-on the
+    provider's time (None: not known, so never a recent sign-in, ASVS 7.5.1).
 
     A session that waits for a second factor lives `pending_signin_minutes` and is never resumed
     as a signed-in session; `complete_signin` replaces it."""
@@ -77,6 +80,7 @@ async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method
             await Session.delete().where(Session.token_hash == token_hash(replaces))
         await Session.insert(Session(token_hash=token_hash(token), face=face, account_id=account_id,
                                      created_at=now, last_seen_at=now, expires_at=now + life,
+                                     authenticated_at=now if authenticated_at == "now" else authenticated_at,
                                      handle=uuid.uuid4(), stage=stage, method=method[:32],
                                      device=device[:64]))
         for key in clear_keys:
@@ -214,11 +218,11 @@ def customer_actor(account: dict, request_id: str) -> Actor:
 
 
 _SESSION_QUERIES = {
-    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.created_at AS signed_in_at, "
+    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.authenticated_at AS signed_in_at, "
                   "a.id, a.username, a.roles, a.team "
                   "FROM identity_session s JOIN identity_staff_account a ON a.id = s.account_id "
                   "WHERE s.token_hash = {} AND s.face = 'backoffice' AND s.stage = 'full' AND a.active",
-    "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.created_at AS signed_in_at, "
+    "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.authenticated_at AS signed_in_at, "
               "a.id, a.person_id "
               "FROM identity_session s JOIN identity_customer_account a ON a.id = s.account_id "
               "WHERE s.token_hash = {} AND s.face = 'portal' AND s.stage = 'full' AND a.active",
@@ -350,7 +354,7 @@ async def rotate_session(actor: Actor, token: str, *, reauthenticated: bool = Fa
     method = "password" if rows[0]["method"] == "reset_link" else rows[0]["method"]
     changes: dict[Any, Any] = {Session.token_hash: token_hash(new), Session.method: method}
     if reauthenticated:
-        changes[Session.created_at] = _now()
+        changes[Session.authenticated_at] = _now()
     await Session.update(changes).where(Session.token_hash == token_hash(token))
     return SignedIn(new, actor)
 

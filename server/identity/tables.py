@@ -49,6 +49,9 @@ class Session(Table, tablename="identity_session"):
                     help_text="full, or a sign-in still waiting for a second factor: mfa, enrol.")
     method = Varchar(length=32, default="password", help_text="How the session was signed in.")
     device = Varchar(length=64, default="", help_text="Coarse browser and system label, e.g. 'Chrome on Linux'.")
+    authenticated_at = Timestamptz(null=True, default=None,
+                                   help_text="When the person last proved who they are (at sign-in, at the identity "
+                                             "provider, or with the current password); none: not known, not recent.")
 
 
 class SigninFailure(Table, tablename="identity_signin_failure"):

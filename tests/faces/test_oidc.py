@@ -623,3 +623,74 @@ async def test_failed_callbacks_from_one_client_are_limited_but_the_provider_s_r
         assert await events_since(before) == []
         assert not has_cookie(refused, STAFF_COOKIE)
     assert await account("oidc-admin") is None
+
+
+# ---- recency: max_age and auth_time ---------------------------------------------------------------------
+
+async def test_sso_asks_for_a_provider_sign_in_no_older_than_the_reauth_window(sso: OidcProvider,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    async with backoffice() as client:
+        url = await start(client)
+    assert parse_qs(urlsplit(url).query)["max_age"] == [str(get_settings().reauth_minutes * 60)]
+    _set_env(monkeypatch, {"MUTUAL_OIDC_MAX_AGE_MINUTES": "off"})
+    async with backoffice() as client:
+        url = await start(client)
+    assert "max_age" not in parse_qs(urlsplit(url).query)
+
+
+@pytest.mark.parametrize("sign_in_at_provider", ["recent", "old"])
+async def test_an_old_sign_in_at_the_provider_is_no_recent_sign_in_here(sso: OidcProvider,
+                                                                        sign_in_at_provider: str) -> None:
+    """A provider that ignored max_age (its session is older) opens a session that may browse but not
+    change how it signs in: someone at an unlocked browser cannot sign out and straight back in to
+    add their own passkey."""
+    minutes = 1 if sign_in_at_provider == "recent" else get_settings().reauth_minutes + 5
+    auth_time = int(time.time()) - minutes * 60
+    async with backoffice() as client:
+        signed = await sign_in(client, sso, new_sub(), {**ADMINS, "auth_time": auth_time})
+        assert signed.status_code == 303
+        assert (await client.get("/people")).status_code == 200
+        csrf = csrf_from((await client.get("/account")).text)
+        ended = await post_form(client, "/account/sessions/revoke-others", {}, csrf)
+    assert ended.status_code == (303 if sign_in_at_provider == "recent" else 403)
+    rows = await Session.select(Session.authenticated_at)
+    assert [int(r["authenticated_at"].timestamp()) for r in rows] == [auth_time]
+
+
+async def test_without_auth_time_the_sign_in_counts_as_recent_only_when_max_age_is_off(
+        sso: OidcProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider must name auth_time when asked with max_age; one that does not is taken to have
+    signed the person in long ago (ASVS 6.8.4's fallback). With max_age off, the callback counts."""
+    real = oidc.validate_id_token
+
+    async def without_auth_time(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        # The mock provider (authlib) always names auth_time: take it out of the validated claims.
+        claims = await real(*args, **kwargs)
+        assert "auth_time" in claims
+        return {name: value for name, value in claims.items() if name != "auth_time"}
+
+    monkeypatch.setattr(oidc, "validate_id_token", without_auth_time)
+    for setting, recent in (("15", False), ("off", True)):
+        _set_env(monkeypatch, {"MUTUAL_OIDC_MAX_AGE_MINUTES": setting})
+        async with backoffice() as client:
+            claims = {**ADMINS, "preferred_username": f"oidc-max-age-{setting}"}
+            assert (await sign_in(client, sso, new_sub(), claims)).status_code == 303
+            csrf = csrf_from((await client.get("/account")).text)
+            ended = await post_form(client, "/account/sessions/revoke-others", {}, csrf)
+        assert ended.status_code == (303 if recent else 403), setting
+
+
+def test_the_authenticated_time_is_auth_time_never_later_than_now() -> None:
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    earlier = now - dt.timedelta(hours=2)
+    for asked in (True, False):
+        assert oidc.authenticated_time({"auth_time": int(earlier.timestamp())}, now, asked) == earlier
+        assert oidc.authenticated_time({"auth_time": int(now.timestamp()) + 3600}, now, asked) == now
+        assert oidc.authenticated_time({"auth_time": -10**30}, now, asked) == dt.datetime.fromtimestamp(
+            0, dt.timezone.utc)
+        assert oidc.authenticated_time({"auth_time": 10**30}, now, asked) == now
+    for absent in ({}, {"auth_time": "yesterday"}, {"auth_time": True}, {"auth_time": None}):
+        assert oidc.authenticated_time(absent, now, asked_max_age=True) is None
+        assert oidc.authenticated_time(absent, now, asked_max_age=False) == now

@@ -36,7 +36,7 @@ CHANGES = [
 
 async def _age(token: str, minutes: int) -> None:
     earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes)
-    await Session.update({Session.created_at: earlier}).where(Session.token_hash == token_hash(token))
+    await Session.update({Session.authenticated_at: earlier}).where(Session.token_hash == token_hash(token))
 
 
 @pytest.mark.parametrize(("face", "path"), CHANGES)

@@ -504,7 +504,7 @@ async def test_an_old_session_cannot_give_an_account_without_password_a_password
         login = MAX["email"]
     token = await _extra_session(face, login, method="oidc" if face.name == "backoffice" else "email_link")
     earlier = _now() - dt.timedelta(minutes=get_settings().reauth_minutes + 1)
-    await Session.update({Session.created_at: earlier}).where(Session.token_hash == token_hash(token))
+    await Session.update({Session.authenticated_at: earlier}).where(Session.token_hash == token_hash(token))
     async with face_client(face.name) as client:
         use_cookies(client, {face.cookie: token})
         form = await client.get("/account/password")
