@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from asyncpg.exceptions import UniqueViolationError
 from piccolo.engine.base import Engine
 from piccolo.engine.finder import engine_finder
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
@@ -57,6 +59,14 @@ async def write_transaction() -> AsyncIterator[Any]:
     else:
         async with db.transaction() as txn:
             yield txn
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """Whether a statement failed because a unique constraint already holds the value (SQLite's
+    IntegrityError says so in its message; asyncpg has its own class)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(exc)
+    return isinstance(exc, UniqueViolationError)
 
 
 async def raw(sql: str, *args: Any) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -49,9 +50,15 @@ from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
-from server.db import write_transaction
+from server.db import is_unique_violation, write_transaction
 from server.errors import DomainError
-from server.identity.service import SignedIn, audit_security, open_session, revoke_all_sessions, staff_actor
+from server.identity.service import (
+    SignedIn,
+    audit_security,
+    open_session,
+    revoke_all_sessions,
+    staff_actor,
+)
 from server.identity.tables import AuthChallenge, ExternalIdentity, StaffAccount
 from server.kernel import get_kernel
 from server.settings import Settings, get_settings
@@ -428,11 +435,13 @@ async def finish_signin(handle: str, *, code: str, state: str, error: str, reque
     `replaces` (the browser's previous token, if any) ends in the same step."""
     settings = _settings()
     challenge = await _take_challenge(handle)
-    if error:
-        # Checked first: an error never signs anyone in, and some providers leave out the state.
-        raise SsoFailed("provider_error", MSG_PROVIDER_REFUSED)
+    # Without a live attempt in this browser nothing else matters, an error from the provider included
+    # (anyone can send one; as "expired" it counts towards the client's limit).
     if challenge is None or challenge.get("issuer") != settings.oidc_issuer:
         raise SsoFailed("expired", MSG_EXPIRED)
+    if error:
+        # Before the state: an error never signs anyone in, and some providers leave out the state.
+        raise SsoFailed("provider_error", MSG_PROVIDER_REFUSED)
     if not state or not hmac.compare_digest(state.encode(), str(challenge["state"]).encode()):
         raise SsoFailed("state", MSG_STATE)
     if not code:
@@ -457,8 +466,13 @@ def authenticated_time(claims: dict[str, Any], now: dt.datetime, asked_max_age: 
     value = claims.get("auth_time")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None if asked_max_age else now
-    seconds = min(max(float(value), 0.0), now.timestamp())
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer too large for a float
+        seconds = math.inf if value > 0 else -math.inf
+    if math.isnan(seconds):
+        return None if asked_max_age else now
+    return dt.datetime.fromtimestamp(min(max(seconds, 0.0), now.timestamp()), dt.timezone.utc)
 
 
 def provider_did_mfa(claims: dict[str, Any]) -> bool:
@@ -547,14 +561,16 @@ async def _sign_in_staff(issuer: str, claims: dict[str, Any], settings: Settings
         raise SsoFailed("no_role", MSG_NO_ROLE)
     try:
         return await _link_and_open(hashes, claims, settings, roles, request_id, device, replaces)
-    except SsoFailed:
-        raise
-    except Exception:
-        # Two first sign-ins of one person at once (PostgreSQL: both found no link, the second failed on
-        # the unique user name and rolled back). The other made the account and its link: use them.
-        if (await _linked_account(hashes))[1] is None:
+    except Exception as exc:
+        # Two first sign-ins of one person at once (PostgreSQL, read committed): both found no link,
+        # and the later one failed on the unique user name, either at the insert or (when the other had
+        # committed by then) at the check for a taken name. Its transaction rolled back; the other made
+        # the account and its link, so this one signs in to them. Anything else is raised as it is.
+        raced = is_unique_violation(exc) or (isinstance(exc, SsoFailed) and exc.reason == "username_taken")
+        if not raced or (await _linked_account(hashes))[1] is None:
             raise
-        return await _link_and_open(hashes, claims, settings, roles, request_id, device, replaces)
+    log.warning("SSO: a simultaneous first sign-in of the same person made the account; signing in to it")
+    return await _link_and_open(hashes, claims, settings, roles, request_id, device, replaces)
 
 
 async def _link_and_open(hashes: list[str], claims: dict[str, Any], settings: Settings, roles: list[str],

@@ -178,6 +178,8 @@ class Pending:
     method: str
     device: str
     account: dict
+    authenticated_at: dt.datetime | None = None
+    """When the first factor was proven (for single sign-on, at the provider; None: not known)."""
 
 
 async def pending_signin(token: str) -> Pending | None:
@@ -192,15 +194,18 @@ async def pending_signin(token: str) -> Pending | None:
                                                  & (StaffAccount.active == True))  # noqa: E712
     if not accounts:
         return None
-    return Pending(token, rows[0]["stage"], rows[0]["method"], rows[0]["device"], accounts[0])
+    return Pending(token, rows[0]["stage"], rows[0]["method"], rows[0]["device"], accounts[0],
+                   rows[0]["authenticated_at"])
 
 
 async def complete_signin(pending: Pending, factor: str, request_id: str) -> SignedIn:
-    """The second factor passed: the waiting session is replaced by a signed-in one (a new token)."""
+    """The second factor passed: the waiting session is replaced by a signed-in one (a new token). Its
+    sign-in counts from the first factor, the older of the two: an old sign-in at an identity provider
+    plus a fresh code is no recent sign-in (ASVS 7.5.1)."""
     actor = staff_actor(pending.account, request_id)
     return await open_session("backoffice", pending.account["id"], actor,
                               method=f"{pending.method}+{factor}", device=pending.device,
-                              replaces=pending.token)
+                              replaces=pending.token, authenticated_at=pending.authenticated_at)
 
 
 def staff_actor(account: dict, request_id: str) -> Actor:
@@ -319,9 +324,10 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     async with write_transaction():
         await table.update({table.password_hash: new_hash}).where(table.id == uuid.UUID(actor.id))
         await audit_security(actor, "password_change", "ok")
-    # Proving the current password (or a fresh reset link) is a new sign-in with one factor: the
-    # session may then end the others (ASVS 7.5.2) without signing in yet again.
-    return await rotate_session(actor, current_token, reauthenticated=True)
+    # For a customer, proving the current password (or a fresh reset link) is a whole new sign-in: the
+    # session may then end the others (ASVS 7.5.2) without signing in yet again. For staff it is one
+    # factor of two, so it does not renew the sign-in (their change needed a recent one anyway).
+    return await rotate_session(actor, current_token, reauthenticated=actor.kind != "staff")
 
 
 async def _just_reset(token: str) -> bool:

@@ -12,9 +12,10 @@ forwarding page is a navigation of its own, which form-action does not govern.
 
 GET /signin/sso/callback checks the cookie's handle and the state, exchanges the code, validates
 the ID token and opens a session. Callbacks that fail before anyone signed in at the provider
-(no or an expired attempt, a wrong state, a code the provider refuses) count against the client
-address (kind `sso`), so a client cannot flood the audit with them; the provider's own answers
-(no role, switched off) do not count. Staff need a second factor however they sign in: the provider's
+(no or an expired attempt, an error without an attempt, a wrong state, a code the provider refuses)
+count against the client address (kind `sso`, with the larger free count of a wide key, since an
+office shares one address), so a client cannot flood the audit with them; the provider's own
+answers (no role, switched off) and reloads by a signed-in browser do not count. Staff need a second factor however they sign in: the provider's
 counts when its ID token says it asked for one (amr) or when MUTUAL_OIDC_MFA=provider trusts it to;
 otherwise the session waits for Mutual's own code, like a password sign-in
 (server.identity.oidc.second_factor_stage).
@@ -78,9 +79,10 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
         return response
 
     async def failed(request: Request, exc: service.SsoFailed, keys: list[str] | None = None) -> Response:
-        """Audit the failure and, for a failure the client could cause alone, count it against `keys`."""
+        """Audit the failure and, for a failure the client could cause alone, count it against `keys`
+        (not for a browser that is signed in: a reload of the callback after success is no attack)."""
         async with write_transaction():
-            if keys and exc.reason in COUNTED:
+            if keys and exc.reason in COUNTED and not isinstance(request.user, Actor):
                 await limits.record("sso", "backoffice", keys)
             await audit_security(anonymous_actor("backoffice", request.state.request_id), "signin_sso",
                                  "failed", fields={"reason": exc.reason})
@@ -108,7 +110,8 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
         start page. (Read from the query directly: `state` is a reserved parameter name in Litestar.)"""
         if not get_settings().oidc_issuer:
             raise service.SsoNotConfigured()
-        keys = [limits.limit_key("ip", client_address(request))]
+        # A wide key: the free attempts of many people behind one office address (WIDE_FACTOR times more).
+        keys = [limits.wide_key("sso-ip", client_address(request))]
         try:
             await limits.check("sso", "backoffice", keys)
         except TooManyAttempts as exc:

@@ -6,6 +6,7 @@ provider's form, and brings the answer back to the callback."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 import time
 import uuid
@@ -21,9 +22,16 @@ from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from backoffice.app import HERE as BACKOFFICE
 from backoffice.routes import route_handlers
-from server.identity import oidc
+from server.db import is_sqlite
+from server.identity import limits, oidc
 from server.identity.service import revoke_all_sessions
-from server.identity.tables import AuthChallenge, ExternalIdentity, Session, StaffAccount
+from server.identity.tables import (
+    AuthChallenge,
+    ExternalIdentity,
+    Session,
+    SigninFailure,
+    StaffAccount,
+)
 from server.settings import get_settings
 from server.web import create_face_app
 from server.web.auth import SESSION_COOKIES
@@ -249,6 +257,55 @@ async def test_two_simultaneous_first_sign_ins_of_one_person_make_one_account(ss
     assert created is not None
     assert await StaffAccount.count() == 1 and await ExternalIdentity.count() == 1
     assert await Session.count().where(Session.account_id == created["id"]) == 2
+
+
+async def test_a_first_sign_in_that_finds_its_name_just_taken_by_the_same_person_signs_in(
+        sso: OidcProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other timing of the race above: the other browser's sign-in commits between this one's link
+    lookup and its check for a taken user name (PostgreSQL, read committed)."""
+    if is_sqlite():
+        pytest.skip("SQLite lets one writer at a time through: the two sign-ins cannot interleave")
+    sub = new_sub()
+    claims = {"preferred_username": "oidc-between", "groups": ["crm-sales"], **PROVIDER_MFA}
+    real = oidc._provision
+    calls = 0
+
+    async def other_browser() -> int:
+        async with backoffice() as other:
+            return (await sign_in(other, sso, sub, claims)).status_code
+
+    async def provision_after_the_other(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # outside this request's transaction (a fresh context), as another process would
+            assert await asyncio.create_task(other_browser(), context=contextvars.Context()) == 303
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(oidc, "_provision", provision_after_the_other)
+    async with backoffice() as client:
+        answer = await sign_in(client, sso, sub, claims)
+    assert answer.status_code == 303, alert(answer.text)
+    assert await StaffAccount.count() == 1 and await ExternalIdentity.count() == 1
+    assert await Session.count() == 2
+
+
+async def test_an_unexpected_error_in_a_returning_sign_in_is_not_retried(sso: OidcProvider,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = new_sub()
+    claims = {"preferred_username": "oidc-returning", "groups": ["crm-sales"], **PROVIDER_MFA}
+    async with backoffice() as client:
+        assert (await sign_in(client, sso, sub, claims)).status_code == 303
+    calls = 0
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a fault that is not a race")
+
+    monkeypatch.setattr(oidc, "_link_and_open", broken)
+    async with backoffice() as client:
+        answer = await sign_in(client, sso, sub, claims)
+    assert answer.status_code == 500 and calls == 1
 
 
 async def test_claims_with_no_mutual_role_are_refused_and_take_the_roles_away(sso: OidcProvider) -> None:
@@ -601,17 +658,32 @@ def test_amr_counts_as_a_second_factor_only_when_it_shows_two(amr: Any, two_fact
     assert provider_did_mfa({"amr": amr}) is two_factors
 
 
+async def test_reloading_the_callback_after_signing_in_is_not_counted(sso: OidcProvider) -> None:
+    async with backoffice() as client:
+        url = await start(client)
+        sso.set_user("reloader", {**ADMINS, **PROVIDER_MFA})
+        path = callback_path(sso.authorize(url, "reloader"))
+        assert (await client.get(path)).status_code == 303
+        for _ in range(get_settings().signin_max_failures * limits.WIDE_FACTOR + 1):
+            again = await client.get(path)  # the back button, or a reload
+            assert again.status_code == 400 and "expired or was already used" in alert(again.text)
+    assert await SigninFailure.count() == 0
+
+
 async def test_failed_callbacks_from_one_client_are_limited_but_the_provider_s_refusals_are_not(
         sso: OidcProvider) -> None:
     """Answers a client can make up alone (no attempt, a wrong state) count against its address; after
     the free ones even a real answer waits, and the refusals are not audited one by one."""
-    limit = get_settings().signin_max_failures
+    # One office address is shared by many people: the free count of a wide key.
+    limit = get_settings().signin_max_failures * limits.WIDE_FACTOR
     async with backoffice() as client:
         for _ in range(3):  # the provider's own answer (no role) is not the client's doing: not counted
             refused = await sign_in(client, sso, new_sub(), {"preferred_username": "oidc-nobody", "groups": []})
             assert refused.status_code == 400
-        for n in range(limit):
-            made_up = await client.get(f"/signin/sso/callback?code=x&state=guess-{n}")
+        assert await SigninFailure.count() == 0
+        for n in range(limit):  # a made-up answer, or a made-up error without an attempt
+            query = f"code=x&state=guess-{n}" if n % 2 else "error=access_denied"
+            made_up = await client.get(f"/signin/sso/callback?{query}")
             assert made_up.status_code == 400, f"made-up answer {n + 1}"
         url = await start(client)
         sso.set_user("late", {**ADMINS, **PROVIDER_MFA})
@@ -619,7 +691,8 @@ async def test_failed_callbacks_from_one_client_are_limited_but_the_provider_s_r
         refused = await client.get(callback_path(sso.authorize(url, "late")))
         assert refused.status_code == 429
         minutes = get_settings().signin_window_minutes
-        assert alert(refused.text) == f"Too many failed single sign-ins from here. Wait {minutes} minutes, then try again."
+        assert alert(refused.text) == (f"Too many failed single sign-ins from here. Wait {minutes} minutes, "
+                                       "then try again.")
         assert await events_since(before) == []
         assert not has_cookie(refused, STAFF_COOKIE)
     assert await account("oidc-admin") is None

@@ -6,11 +6,21 @@ import datetime as dt
 
 import pytest
 
-from server.identity.service import token_hash
-from server.identity.tables import Session
+from server.identity.service import (
+    complete_signin,
+    open_session,
+    pending_signin,
+    resume_session,
+    staff_actor,
+    token_hash,
+)
+from server.identity.tables import Session, StaffAccount
 from server.settings import get_settings
 from server.web.auth import SESSION_COOKIES
 from tests.faces._client import (
+    STAFF_PASSWORD,
+    cookie_value,
+    customer_session,
     events_since,
     face_client,
     last_seq,
@@ -18,7 +28,6 @@ from tests.faces._client import (
     make_staff,
     post_form,
     staff_session,
-    customer_session,
     use_cookies,
 )
 from tests.support import ERIKA, csrf_from
@@ -88,3 +97,35 @@ async def test_proving_the_current_password_counts_as_a_fresh_sign_in(db: None) 
         ended = await post_form(client, "/account/sessions/revoke-others", {}, csrf)
     assert ended.status_code == 303
     assert await Session.count() == 1
+
+
+async def test_a_code_after_an_old_sign_in_at_the_provider_is_no_recent_sign_in(db: None) -> None:
+    """The sign-in counts from its older factor: a fresh code does not make an old SSO sign-in recent."""
+    await make_staff("sso-user", "sales")
+    account = (await StaffAccount.select().where(StaffAccount.username == "sso-user"))[0]
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)
+    waiting = await open_session("backoffice", account["id"], staff_actor(account, "r"), method="oidc",
+                                 stage="mfa", authenticated_at=old)
+    pending = await pending_signin(waiting.token)
+    assert pending is not None
+    done = await complete_signin(pending, "totp", "r")
+    actor = await resume_session("backoffice", done.token, "r")
+    assert actor is not None and actor.signed_in_at == old
+
+
+async def test_a_staff_password_change_does_not_renew_the_sign_in(db: None) -> None:
+    """The current password is one of two staff factors: changing it keeps the sign-in's time, so a
+    session cannot stay recent for ever by changing the password every few minutes."""
+    await make_staff("admin", "admin")
+    token = await staff_session("admin")
+    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=get_settings().reauth_minutes - 1)
+    await Session.update({Session.authenticated_at: earlier}).where(Session.token_hash == token_hash(token))
+    async with face_client("backoffice") as client:
+        use_cookies(client, {SESSION_COOKIES["backoffice"]: token})
+        csrf = csrf_from((await client.get("/account/password")).text)
+        changed = await post_form(client, "/account/password", {"current": STAFF_PASSWORD,
+                                                                "password": "a brand new pass phrase"}, csrf)
+        assert changed.status_code == 303
+        new_token = cookie_value(changed, SESSION_COOKIES["backoffice"])
+    rows = await Session.select(Session.authenticated_at).where(Session.token_hash == token_hash(new_token))
+    assert [r["authenticated_at"] for r in rows] == [earlier]
