@@ -68,11 +68,11 @@ class SigninFailure(Table, tablename="identity_signin_failure"):
 
 
 class RecoveryCode(Table, tablename="identity_recovery_code"):
-    """A one-time staff recovery code, stored as a keyed hash; the code is shown once."""
+    """A one-time staff recovery code, stored as a salted argon2id hash; the code is shown once."""
 
     id = UUID(primary_key=True)
     account_id = UUID(index=True)
-    code_hash = Varchar(length=64, unique=True)
+    code_hash = Varchar(length=128, unique=True, help_text="argon2id (codes made before it: a keyed hash).")
     used_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
 

@@ -21,6 +21,7 @@ import segno
 
 from server.actor import Actor
 from server.db import write_transaction
+from server.identity.passwords import hash_lookup_secrets, verify_lookup_secret
 from server.identity.service import audit_security
 from server.identity.tables import RecoveryCode, Session, StaffAccount
 from server.kernel import get_kernel
@@ -89,9 +90,17 @@ def _matching_step(secret: str, code: str, after: int | None, now: float | None 
     return None
 
 
-def _hash_code(code: str) -> str:
+def _legacy_hash(code: str) -> str:
+    """The keyed hash recovery codes were stored with before they had a salted password hash; codes
+    of that time still work until they are used or replaced."""
     _, key = get_kernel().keys.index_key("mfa")
     return hmac.new(key, f"recovery|{_clean(code)}".encode(), hashlib.sha256).hexdigest()
+
+
+async def _code_matches(stored: str, code: str) -> bool:
+    if stored.startswith("$argon2"):
+        return await verify_lookup_secret(stored, _clean(code))
+    return hmac.compare_digest(stored, _legacy_hash(code))
 
 
 def _new_codes() -> list[str]:
@@ -103,13 +112,25 @@ def _new_codes() -> list[str]:
     return codes
 
 
-async def _replace_recovery_codes(account_id: uuid.UUID) -> list[str]:
+@dataclass(frozen=True)
+class _FreshCodes:
+    codes: list[str]
+    hashes: list[str]
+
+
+async def _fresh_codes() -> _FreshCodes:
+    """New recovery codes and their salted hashes (made before any write transaction: hashing ten
+    takes a few hundred milliseconds)."""
     codes = _new_codes()
+    return _FreshCodes(codes, await hash_lookup_secrets([_clean(c) for c in codes]))
+
+
+async def _replace_recovery_codes(account_id: uuid.UUID, fresh: _FreshCodes) -> list[str]:
     now = _now()
     await RecoveryCode.delete().where(RecoveryCode.account_id == account_id)
-    await RecoveryCode.insert(*[RecoveryCode(id=uuid.uuid4(), account_id=account_id, code_hash=_hash_code(c),
-                                             created_at=now) for c in codes])
-    return codes
+    await RecoveryCode.insert(*[RecoveryCode(id=uuid.uuid4(), account_id=account_id, code_hash=h,
+                                             created_at=now) for h in fresh.hashes])
+    return fresh.codes
 
 
 async def confirm_enrolment(actor: Actor, account_id: uuid.UUID, sealed: str, code: str) -> list[str] | None:
@@ -119,6 +140,7 @@ async def confirm_enrolment(actor: Actor, account_id: uuid.UUID, sealed: str, co
     step = _matching_step(secret, code, None) if secret else None
     if secret is None or step is None:
         return None
+    fresh = await _fresh_codes()
     async with write_transaction():
         # Only an account without an authenticator enrols: a sign-in that waited at the enrolment step
         # must not replace the one the owner has set up meanwhile.
@@ -128,7 +150,7 @@ async def confirm_enrolment(actor: Actor, account_id: uuid.UUID, sealed: str, co
         }).where((StaffAccount.id == account_id) & StaffAccount.totp_secret.is_null()).returning(StaffAccount.id)
         if not enrolled:
             return None
-        codes = await _replace_recovery_codes(account_id)
+        codes = await _replace_recovery_codes(account_id, fresh)
         await audit_security(actor, "mfa_enrol", "ok", fields={"factor": "totp"})
     return codes
 
@@ -148,18 +170,23 @@ async def check_code(account: dict, code: str) -> str | None:
             ).returning(StaffAccount.id)
             return "totp" if updated else None
     if len(_clean(code)) == 12:
-        used = await RecoveryCode.update({RecoveryCode.used_at: _now()}).where(
-            (RecoveryCode.account_id == account["id"]) & (RecoveryCode.code_hash == _hash_code(code))
-            & RecoveryCode.used_at.is_null()).returning(RecoveryCode.id)
-        if used:
-            return "recovery_code"
+        # Each unused code has its own salt, so each is checked (at most ten).
+        rows = await RecoveryCode.select(RecoveryCode.id, RecoveryCode.code_hash).where(
+            (RecoveryCode.account_id == account["id"]) & RecoveryCode.used_at.is_null())
+        for row in rows:
+            if await _code_matches(row["code_hash"], code):
+                # Conditional: of two requests racing with the same code, one wins.
+                used = await RecoveryCode.update({RecoveryCode.used_at: _now()}).where(
+                    (RecoveryCode.id == row["id"]) & RecoveryCode.used_at.is_null()).returning(RecoveryCode.id)
+                return "recovery_code" if used else None
     return None
 
 
 async def regenerate_recovery_codes(actor: Actor) -> list[str]:
     account_id = uuid.UUID(actor.id)
+    fresh = await _fresh_codes()
     async with write_transaction():
-        codes = await _replace_recovery_codes(account_id)
+        codes = await _replace_recovery_codes(account_id, fresh)
         await audit_security(actor, "recovery_codes_regenerate", "ok")
     return codes
 

@@ -29,7 +29,7 @@ def test_the_summary_counts_the_rows() -> None:
                for chapter, *numbers in SUMMARY_RE.findall(DOC)}
     assert summary == {chapter: {v: c[v] for v in VERDICTS} for chapter, c in counted.items()}
     for verdict, label in (("partly", "Partly"), ("not met", "Not met")):
-        listed = re.search(rf"^{label}: ([\d., ]+)", DOC, re.M)
+        listed = re.search(rf"^{label}: (.+)$", DOC, re.M)  # ids, or "none."
         assert listed, f"the summary has no '{label}:' line"
         assert re.findall(r"\d+\.\d+\.\d+", listed.group(1)) == [r for r, v, _ in rows if v == verdict]
 

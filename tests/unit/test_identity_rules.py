@@ -3,6 +3,7 @@ the TOTP step window and the sealed enrolment."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import time
 import uuid
@@ -254,10 +255,21 @@ def test_an_enrolment_opens_only_for_its_account_and_only_for_a_while(monkeypatc
     assert totp._enrolment_secret(account, enrolment.sealed) is None
 
 
-def test_recovery_codes_are_fresh_and_their_hash_ignores_case_and_dashes() -> None:
-    codes = totp._new_codes()
+async def test_recovery_codes_are_fresh_with_salted_argon2id_hashes_that_ignore_case_and_dashes() -> None:
+    fresh = await totp._fresh_codes()
+    codes, hashes = fresh.codes, fresh.hashes
     assert len(codes) == totp.RECOVERY_CODES == 10 and len(set(codes)) == 10
+    assert all(h.startswith("$argon2id$") for h in hashes) and len(set(hashes)) == 10
+    salts = {h.split("$")[4] for h in hashes}
+    assert len(salts) == 10 and all(len(base64.b64decode(salt + "==")) >= 16 for salt in salts)
     code = codes[0]
-    assert totp._hash_code(code) == totp._hash_code(code.upper().replace("-", " "))
-    assert totp._hash_code(code) != totp._hash_code(codes[1])
-    assert code not in totp._hash_code(code)
+    assert code.replace("-", "") not in hashes[0]
+    assert await totp._code_matches(hashes[0], code.upper().replace("-", " "))
+    assert not await totp._code_matches(hashes[0], codes[1])
+
+
+async def test_codes_stored_with_the_old_keyed_hash_still_match() -> None:
+    code = totp._new_codes()[0]
+    stored = totp._legacy_hash(code)
+    assert await totp._code_matches(stored, code.upper())
+    assert not await totp._code_matches(stored, totp._new_codes()[0])
