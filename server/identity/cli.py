@@ -1,4 +1,4 @@
-"""`mutual staff create|disable|enable|reset-mfa|sign-out|unlock`, `mutual sessions
+"""`mutual staff create|disable|enable|reset-mfa|sign-out|set-password|unlock`, `mutual sessions
 end-all|end-customer|unlock-customer` and `mutual outbox`: account help for administrators and developers."""
 
 from __future__ import annotations
@@ -71,17 +71,39 @@ def cmd_end_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(args: argparse.Namespace) -> str | None:
+def _read_password(args: argparse.Namespace, prompt: str = "Password for the new account: ") -> str | None:
     import getpass
     import sys
 
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password for the new account: ")
+    first = getpass.getpass(prompt)
     if getpass.getpass("The same again: ") != first:
-        print("mutual: the two passwords differ; nothing was created")
+        print("mutual: the two passwords differ; nothing was changed")
         return None
     return first
+
+
+def cmd_set_password(args: argparse.Namespace) -> int:
+    """A member of staff forgot the password: give them a new one (their second factor stays)."""
+    from server.errors import Invalid
+    from server.identity import service
+
+    require_kernel()
+    password = _read_password(args, f"New password for {args.username}: ")
+    if password is None:
+        return 1
+    try:
+        found = asyncio.run(service.set_staff_password(args.username, password))
+    except Invalid as exc:
+        print(f"mutual: password refused: {exc.errors['password']}")
+        return 1
+    if not found:
+        print(f"mutual: there is no staff account {args.username!r}; check the user name")
+        return 1
+    print(f"mutual: new password of {args.username} set; their sessions have ended and they still need "
+          "their second factor. Tell them the password in person, and ask them to change it on My account.")
+    return 0
 
 
 async def _create(args: argparse.Namespace, password: str) -> str | None:
@@ -234,6 +256,11 @@ def _staff_commands(commands: Commands) -> None:
     sign_out = commands.add_parser("sign-out", help="end every session of one staff account")
     sign_out.add_argument("username")
     sign_out.set_defaults(func=cmd_sign_out)
+    set_password = commands.add_parser("set-password", help="give a staff account a new password (forgotten; "
+                                       "typed, or --password-stdin)")
+    set_password.add_argument("username")
+    set_password.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    set_password.set_defaults(func=cmd_set_password)
     unlock = commands.add_parser("unlock", help="lift the sign-in locks of one staff account (too many "
                                  "failed attempts)")
     unlock.add_argument("username")

@@ -464,6 +464,27 @@ async def unlock_staff(username: str) -> int | None:
     return count
 
 
+async def set_staff_password(username: str, password: str) -> bool:
+    """An administrator gives a member of staff who forgot the password a new one (checked like any
+    new password): the account's sessions end and its locks lift; its second factor stays, so the
+    new password alone signs nobody in. False when there is no such account."""
+    username = username.strip().casefold()
+    rows = await StaffAccount.select(StaffAccount.id).where(StaffAccount.username == username)
+    if not rows:
+        return False
+    if problem := password_problem(password, personal=(username,)):
+        raise Invalid({"password": problem})
+    new_hash = await hash_password(password)
+    account_id = rows[0]["id"]
+    async with write_transaction():
+        await StaffAccount.update({StaffAccount.password_hash: new_hash}).where(StaffAccount.id == account_id)
+        await Session.delete().where(Session.account_id == account_id)
+        await limits.unlock("backoffice", [("staff", username), (limits.STAFF_MFA, str(account_id))],
+                            (current_password_key(str(account_id)),))
+        await audit_security(system_actor("staff-admin"), "password_set_admin", "ok", fields={"account": username})
+    return True
+
+
 async def unlock_customer(email: str) -> int | None:
     """An administrator lifts the locks of one customer account (sign-in, emailed links, resets), found
     by the sign-in address. None when no account signs in with it. The audit names the account id."""

@@ -187,3 +187,34 @@ async def test_an_administrator_lifts_the_locks_of_one_customer(db: None, capsys
     assert ERIKA["email"] not in repr(events) and "Mustermann" not in repr(events)
     assert await asyncio.to_thread(_run, "sessions", "unlock-customer", "nobody@example.org") == 1
     assert "no customer account signs in with that address" in capsys.readouterr().out
+
+
+async def test_an_administrator_gives_a_forgetful_member_of_staff_a_new_password(
+        db: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from server.errors import SignInFailed
+    from server.identity.service import resume_session, staff_sign_in
+    from tests.faces._client import STAFF_PASSWORD, make_staff, staff_session
+
+    await make_staff("forgetful", "support")
+    token = await staff_session("forgetful")
+    await _lock_out(staff_sign_in, "forgetful", "203.0.113.5")
+    monkeypatch.setattr("sys.stdin", io.StringIO("forgetful123\n"))  # built on the user name: refused
+    assert await asyncio.to_thread(_run, "staff", "set-password", "forgetful", "--password-stdin") == 1
+    assert "password refused" in capsys.readouterr().out
+    assert await resume_session("backoffice", token, "r") is not None, "a refused password changes nothing"
+    before = await last_seq()
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new and long pass phrase\n"))
+    assert await asyncio.to_thread(_run, "staff", "set-password", "forgetful", "--password-stdin") == 0
+    assert "still need their second factor" in capsys.readouterr().out
+    events = await events_since(before)
+    assert summary(events) == [("password_set_admin", "session", "ok")] and events[0].fields == {"account": "forgetful"}
+    assert await resume_session("backoffice", token, "r") is None, "the sessions ended"
+    with pytest.raises(SignInFailed):
+        await staff_sign_in("forgetful", STAFF_PASSWORD, "198.51.100.1", "r")
+    # The lock from that address is lifted, and the new password leads to the code step, not further.
+    assert (await staff_sign_in("forgetful", "a new and long pass phrase", "203.0.113.5", "r")).stage == "mfa"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new and long pass phrase\n"))
+    assert await asyncio.to_thread(_run, "staff", "set-password", "nobody-here", "--password-stdin") == 1
+    assert "there is no staff account 'nobody-here'" in capsys.readouterr().out
