@@ -448,6 +448,12 @@ def current_password_key(account_id: str) -> str:
     return limits.limit_key("current-password", account_id)
 
 
+async def _forget_staff_failures(username: str, account_id: str) -> int:
+    """Every failed attempt on one staff account: password, code and current-password guesses."""
+    return await limits.unlock("backoffice", [("staff", username), (limits.STAFF_MFA, account_id)],
+                               (current_password_key(account_id),))
+
+
 async def unlock_staff(username: str) -> int | None:
     """An administrator lifts the locks of one staff account: forgets its failed password and code
     attempts from every address. None when there is no such account."""
@@ -457,8 +463,7 @@ async def unlock_staff(username: str) -> int | None:
         return None
     account_id = str(rows[0]["id"])
     async with write_transaction():
-        count = await limits.unlock("backoffice", [("staff", username), (limits.STAFF_MFA, account_id)],
-                                    (current_password_key(account_id),))
+        count = await _forget_staff_failures(username, account_id)
         await audit_security(system_actor("staff-admin"), "signin_unlock", "ok",
                              fields={"account": username, "count": str(count)})
     return count
@@ -479,8 +484,7 @@ async def set_staff_password(username: str, password: str) -> bool:
     async with write_transaction():
         await StaffAccount.update({StaffAccount.password_hash: new_hash}).where(StaffAccount.id == account_id)
         await Session.delete().where(Session.account_id == account_id)
-        await limits.unlock("backoffice", [("staff", username), (limits.STAFF_MFA, str(account_id))],
-                            (current_password_key(str(account_id)),))
+        await _forget_staff_failures(username, str(account_id))
         await audit_security(system_actor("staff-admin"), "password_set_admin", "ok", fields={"account": username})
     return True
 
