@@ -11,14 +11,16 @@ follow a form submission, so a 303 from the form's POST to the provider would be
 forwarding page is a navigation of its own, which form-action does not govern.
 
 GET /signin/sso/callback checks the cookie's handle and the state, exchanges the code, validates
-the ID token and opens a session. Callbacks that fail before anyone signed in at the provider
-(no or an expired attempt, an error without an attempt, a wrong state, a code the provider refuses)
-count against the client address (kind `sso`, with the larger free count of a wide key, since an
-office shares one address), so a client cannot flood the audit with them; the provider's own
-answers (no role, switched off) and reloads by a signed-in browser do not count. Staff need a second factor however they sign in: the provider's
+the ID token and opens a session. Staff need a second factor however they sign in: the provider's
 counts when its ID token says it asked for one (amr) or when MUTUAL_OIDC_MFA=provider trusts it to;
 otherwise the session waits for Mutual's own code, like a password sign-in
 (server.identity.oidc.second_factor_stage).
+
+Callbacks that fail before anyone signed in at the provider (no or an expired attempt, an error
+without an attempt, a wrong state, a code the provider refuses) count against the client address
+(kind `sso`, with the larger free count of a wide key, since an office shares one address), so a
+client cannot flood the audit with them. The provider's own answers (no role, switched off) and
+reloads by a signed-in browser do not count.
 
 With no provider configured (MUTUAL_OIDC_ISSUER empty) both routes answer 404.
 """
