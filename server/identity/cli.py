@@ -94,15 +94,18 @@ def cmd_set_password(args: argparse.Namespace) -> int:
     if password is None:
         return 1
     try:
-        found = asyncio.run(service.set_staff_password(args.username, password))
+        has_authenticator = asyncio.run(service.set_staff_password(args.username, password))
     except Invalid as exc:
         print(f"mutual: password refused: {exc.errors['password']}")
         return 1
-    if not found:
+    if has_authenticator is None:
         print(f"mutual: there is no staff account {args.username!r}; check the user name")
         return 1
-    print(f"mutual: new password of {args.username} set; their sessions have ended and they still need "
-          "their second factor. Tell them the password in person, and ask them to change it on My account.")
+    factor = ("they still need their authenticator app to sign in" if has_authenticator else
+              "the account has NO authenticator app: whoever has this password sets one up at the next "
+              "sign-in (or, with MUTUAL_STAFF_MFA=optional, is signed in)")
+    print(f"mutual: new password of {args.username} set; their sessions have ended and {factor}. "
+          "Tell them the password in person, and ask them to change it on My account.")
     return 0
 
 

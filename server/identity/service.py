@@ -469,14 +469,16 @@ async def unlock_staff(username: str) -> int | None:
     return count
 
 
-async def set_staff_password(username: str, password: str) -> bool:
+async def set_staff_password(username: str, password: str) -> bool | None:
     """An administrator gives a member of staff who forgot the password a new one (checked like any
-    new password): the account's sessions end and its locks lift; its second factor stays, so the
-    new password alone signs nobody in. False when there is no such account."""
+    new password): the account's sessions end and its locks lift. Returns whether the account has an
+    authenticator (which stays: the new password alone then signs nobody in), None when there is no
+    such account."""
     username = username.strip().casefold()
-    rows = await StaffAccount.select(StaffAccount.id).where(StaffAccount.username == username)
+    rows = await StaffAccount.select(StaffAccount.id, StaffAccount.totp_secret).where(
+        StaffAccount.username == username)
     if not rows:
-        return False
+        return None
     if problem := password_problem(password, personal=(username,)):
         raise Invalid({"password": problem})
     new_hash = await hash_password(password)
@@ -486,7 +488,7 @@ async def set_staff_password(username: str, password: str) -> bool:
         await Session.delete().where(Session.account_id == account_id)
         await _forget_staff_failures(username, str(account_id))
         await audit_security(system_actor("staff-admin"), "password_set_admin", "ok", fields={"account": username})
-    return True
+    return bool(rows[0]["totp_secret"])
 
 
 async def unlock_customer(email: str) -> int | None:

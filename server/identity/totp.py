@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -90,24 +91,28 @@ def _matching_step(secret: str, code: str, after: int | None, now: float | None 
     return None
 
 
-def _legacy_hash(code: str) -> str:
-    """The keyed hash recovery codes were stored with before they had a salted password hash; codes
-    of that time still work until they are used or replaced."""
-    _, key = get_kernel().keys.index_key("mfa")
-    return hmac.new(key, f"recovery|{_clean(code)}".encode(), hashlib.sha256).hexdigest()
+def _legacy_hashes(code: str) -> list[str]:
+    """The keyed hash recovery codes were stored with before they had a salted password hash, under
+    each version of the `mfa` key: codes of that time still work until they are used or replaced."""
+    value = f"recovery|{_clean(code)}".encode()
+    return [hmac.new(key, value, hashlib.sha256).hexdigest()
+            for _, key in get_kernel().keys.index_key_versions("mfa")]
 
 
 async def _code_matches(stored: str, code: str) -> bool:
     if stored.startswith("$argon2"):
         return await verify_lookup_secret(stored, _clean(code))
-    return hmac.compare_digest(stored, _legacy_hash(code))
+    return any(hmac.compare_digest(stored, candidate) for candidate in _legacy_hashes(code))
+
+
+CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_RECOVERY_RE = re.compile(f"^[{CODE_ALPHABET}]{{12}}$")
 
 
 def _new_codes() -> list[str]:
-    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
     codes = []
     for _ in range(RECOVERY_CODES):
-        raw = "".join(secrets.choice(alphabet) for _ in range(12))
+        raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(12))
         codes.append(f"{raw[:4]}-{raw[4:8]}-{raw[8:]}")
     return codes
 
@@ -169,8 +174,9 @@ async def check_code(account: dict, code: str) -> str | None:
                 & ((StaffAccount.totp_last_step.is_null()) | (StaffAccount.totp_last_step < step))
             ).returning(StaffAccount.id)
             return "totp" if updated else None
-    if len(_clean(code)) == 12:
-        # Each unused code has its own salt, so each is checked (at most ten).
+    if _RECOVERY_RE.match(_clean(code)):
+        # Each unused code has its own salt, so each is checked (at most ten); what cannot be a code
+        # costs no hashing.
         rows = await RecoveryCode.select(RecoveryCode.id, RecoveryCode.code_hash).where(
             (RecoveryCode.account_id == account["id"]) & RecoveryCode.used_at.is_null())
         for row in rows:

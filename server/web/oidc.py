@@ -19,8 +19,8 @@ otherwise the session waits for Mutual's own code, like a password sign-in
 Callbacks that fail before anyone signed in at the provider (no or an expired attempt, an error
 without an attempt, a wrong state, a code the provider refuses) count against the client address
 (kind `sso`, with the larger free count of a wide key, since an office shares one address), so a
-client cannot flood the audit with them. The provider's own answers (no role, switched off) and
-reloads by a signed-in browser do not count.
+client cannot flood the audit with them. The provider's own answers (no role, switched off) do not
+count; a signed-in browser that comes back to a spent answer (a reload) goes home, unaudited.
 
 With no provider configured (MUTUAL_OIDC_ISSUER empty) both routes answer 404.
 """
@@ -81,10 +81,9 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
         return response
 
     async def failed(request: Request, exc: service.SsoFailed, keys: list[str] | None = None) -> Response:
-        """Audit the failure and, for a failure the client could cause alone, count it against `keys`
-        (not for a browser that is signed in: a reload of the callback after success is no attack)."""
+        """Audit the failure and, for a failure the client could cause alone, count it against `keys`."""
         async with write_transaction():
-            if keys and exc.reason in COUNTED and not isinstance(request.user, Actor):
+            if keys and exc.reason in COUNTED:
                 await limits.record("sso", "backoffice", keys)
             await audit_security(anonymous_actor("backoffice", request.state.request_id), "signin_sso",
                                  "failed", fields={"reason": exc.reason})
@@ -125,6 +124,9 @@ def oidc_handlers(page_extra: Mapping[str, Any] | None = None) -> list[Any]:
                 error=query.get("error") or "",
                 request_id=request.state.request_id, device=device_of(request), replaces=request.auth or None)
         except service.SsoFailed as exc:
+            if exc.reason == "expired" and isinstance(request.user, Actor):
+                # A signed-in browser came back to a spent answer (a reload, the back button): home.
+                return Redirect(HOME, status_code=303)
             return await failed(request, exc, keys)
         response = signed_in_response("backoffice", result, HOME)  # on to Mutual's own code if needed
         response.set_cookie(sso_cookie("", 0))

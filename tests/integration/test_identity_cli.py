@@ -207,7 +207,7 @@ async def test_an_administrator_gives_a_forgetful_member_of_staff_a_new_password
     before = await last_seq()
     monkeypatch.setattr("sys.stdin", io.StringIO("a new and long pass phrase\n"))
     assert await asyncio.to_thread(_run, "staff", "set-password", "forgetful", "--password-stdin") == 0
-    assert "still need their second factor" in capsys.readouterr().out
+    assert "they still need their authenticator app" in capsys.readouterr().out
     events = await events_since(before)
     assert summary(events) == [("password_set_admin", "session", "ok")] and events[0].fields == {"account": "forgetful"}
     assert await resume_session("backoffice", token, "r") is None, "the sessions ended"
@@ -215,6 +215,10 @@ async def test_an_administrator_gives_a_forgetful_member_of_staff_a_new_password
         await staff_sign_in("forgetful", STAFF_PASSWORD, "198.51.100.1", "r")
     # The lock from that address is lifted, and the new password leads to the code step, not further.
     assert (await staff_sign_in("forgetful", "a new and long pass phrase", "203.0.113.5", "r")).stage == "mfa"
+    await make_staff("no-factor", "support", mfa=False)  # say, made for single sign-on
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new and long pass phrase\n"))
+    assert await asyncio.to_thread(_run, "staff", "set-password", "no-factor", "--password-stdin") == 0
+    assert "the account has NO authenticator app" in capsys.readouterr().out
     monkeypatch.setattr("sys.stdin", io.StringIO("a new and long pass phrase\n"))
     assert await asyncio.to_thread(_run, "staff", "set-password", "nobody-here", "--password-stdin") == 1
     assert "there is no staff account 'nobody-here'" in capsys.readouterr().out
