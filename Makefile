@@ -26,6 +26,8 @@ browser:
 	fi
 
 lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 unit: install
@@ -46,7 +48,7 @@ e2e: install browser
 	$(PY) -m pytest e2e -q
 
 test: install browser
-	$(VENV)/bin/lint-imports
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest tests -q
 	$(MAKE) --no-print-directory postgres-tests
 	$(PY) -m pytest e2e -q

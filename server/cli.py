@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
-from server.kernel import require_kernel
-from server.settings import get_settings
 from server import backup_cli
 from server.identity import cli as identity_cli
+from server.kernel import require_kernel
 from server.policy import cli as policy_cli
+from server.settings import get_settings
 from server.vault import keys_cli
 
 PORTAL_PORT = 8000
@@ -161,9 +161,9 @@ def cmd_audit_prune(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"mutual: --before {args.before!r} is not a date; use YYYY-MM-DD, e.g. 2020-01-31", file=sys.stderr)
             return 2
-        before = before if before.tzinfo else before.replace(tzinfo=dt.timezone.utc)
+        before = before if before.tzinfo else before.replace(tzinfo=dt.UTC)
     else:
-        before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=get_settings().audit_retention_days)
+        before = dt.datetime.now(dt.UTC) - dt.timedelta(days=get_settings().audit_retention_days)
     try:
         result = asyncio.run(prune(before))
     except RuntimeError as exc:

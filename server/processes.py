@@ -42,7 +42,8 @@ def wait_until_answering(url: str, proc: subprocess.Popen, log: Path, timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}:\n{_tail(log)}")
+            args = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
+            raise RuntimeError(f"{' '.join(map(str, args))} exited with {proc.returncode}:\n{_tail(log)}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:

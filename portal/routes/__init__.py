@@ -15,7 +15,8 @@ from server.web.passkeys import passkey_handlers
 def route_handlers() -> list[Any]:
     return [
         *signin_handlers("portal", customer_sign_in, login_label="Email address", login_type="email",
-                         home="/profile", page_extra={"email_link": True, "passkey_signin": True}, on_unverified=on_unverified),
+                         home="/profile", page_extra={"email_link": True, "passkey_signin": True},
+                         on_unverified=on_unverified),
         *email_link_handlers(),
         *account_handlers("portal"),
         *passkey_handlers("portal", home="/profile"),

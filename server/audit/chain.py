@@ -45,7 +45,7 @@ def _iso(at: dt.datetime | str) -> str:
         if len(at) == 32:  # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" as stored
             return at
         at = dt.datetime.fromisoformat(at)
-    return f"{at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S.%f}+00:00"
+    return f"{at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S.%f}+00:00"
 
 
 SEPARATOR = "\x1f"  # ASCII unit separator: never inside a stored value (append strips it)
@@ -66,7 +66,7 @@ async def ensure_head() -> None:
     async with write_transaction():
         if not await AuditHead.exists().where(AuditHead.name == "main"):
             await AuditHead.insert(
-                AuditHead(name="main", seq=0, hash=GENESIS, updated_at=dt.datetime.now(dt.timezone.utc))
+                AuditHead(name="main", seq=0, hash=GENESIS, updated_at=dt.datetime.now(dt.UTC))
             )
 
 
@@ -114,8 +114,10 @@ async def append_many(events: Sequence[tuple[Actor, Entry]], policy_version: str
         if not heads:
             raise RuntimeError("audit head missing: run `mutual migrate` first")
         seq, prev_hash = int(heads[0]["seq"]), heads[0]["hash"]
-        now = dt.datetime.now(dt.timezone.utc)
-        event_rows, subject_rows, seqs = [], [], []
+        now = dt.datetime.now(dt.UTC)
+        event_rows: list[Any] = []
+        subject_rows: list[Any] = []
+        seqs: list[int] = []
         for actor, entry in events:
             seq += 1
             row = _row(actor, entry, policy_version, seq, now)
@@ -309,7 +311,8 @@ def _verify_sqlite_file(batch: int, trusted_ids: set[str] | None = None) -> Veri
     """SQLite: one read transaction on a plain connection, values exactly as stored."""
     from server.audit.checkpoints import checkpoint_marks
 
-    with contextlib.closing(sqlite3.connect(f"file:{engine().path}?mode=ro", uri=True)) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{engine().path}?mode=ro"  # type: ignore[attr-defined]
+, uri=True)) as conn:
         conn.execute("BEGIN")
         row = conn.execute("SELECT seq, hash FROM audit_head WHERE name = 'main'").fetchone()
         head = {"seq": row[0], "hash": row[1]} if row else None

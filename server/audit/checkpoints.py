@@ -192,7 +192,7 @@ async def _checkpoint_at(seq: int, digest: str) -> dict[str, Any] | None:
     key = load_signing_key()
     if key is None:
         return None
-    at = dt.datetime.now(dt.timezone.utc)
+    at = dt.datetime.now(dt.UTC)
     cp = sign_checkpoint(key, seq, digest, at)
     await _store(cp, at)
     return cp

@@ -319,11 +319,9 @@ def _csv_rows(rows: Iterable[Sequence[Any]]) -> str:
 
 
 async def _covering(first: int | None, last: int | None) -> list[Any]:
-    try:
-        from server.audit.checkpoints import checkpoints_covering  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:  # signed checkpoints are not there yet
-        checkpoints_covering = None
-    if checkpoints_covering is None or first is None or last is None:
+    from server.audit.checkpoints import checkpoints_covering
+
+    if first is None or last is None:
         return []
     return list(await checkpoints_covering(first, last))
 

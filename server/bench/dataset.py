@@ -102,7 +102,7 @@ async def build(people: int, events: int, floor_rows: list[tuple] | None) -> dic
     bar.close()
     sample = sorted(rng.sample(range(people), min(SAMPLE, people)))
     return {
-        "people": people, "events": events, "built": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "people": people, "events": events, "built": dt.datetime.now(dt.UTC).isoformat(),
         "import_people_per_s": import_rate,
         "sample": [{"index": i, "id": str(ids[i])} for i in sample],
         "staff": list(STAFF_LOGIN),
@@ -119,7 +119,7 @@ def write_floor(path: Path, rows: list[tuple]) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("CREATE TABLE floor_person (id TEXT PRIMARY KEY, given_name TEXT, family_name TEXT, "
                      "email TEXT, phone TEXT, birth_date TEXT, organisation TEXT, created_at TEXT)")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         conn.executemany("INSERT INTO floor_person VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          [(*r, (now + dt.timedelta(microseconds=i)).isoformat()) for i, r in enumerate(rows)])
         conn.execute("CREATE INDEX floor_person_created ON floor_person (created_at, id)")

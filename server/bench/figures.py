@@ -23,12 +23,12 @@ async def _verify() -> tuple[float, int]:
 
 async def _import_rate() -> float:
     """Time an import of IMPORT_SAMPLE people inside a transaction that is then rolled back."""
+    from faker import Faker
+
     from server import gateway
     from server.actor import system_actor
     from server.bench.dataset import person_values
     from server.db import write_transaction
-
-    from faker import Faker
 
     fake_de, fake_en = Faker("de_DE"), Faker("en_GB")
     rows = [person_values(fake_de, fake_en, 10_000_000 + i) for i in range(IMPORT_SAMPLE)]
@@ -122,7 +122,7 @@ async def _audit_overhead(samples: int = 200) -> float:
     try:
         bare = min([await reads() for _ in range(3)])
     finally:
-        gateway_people._audit = real_audit  # type: ignore[assignment]
+        gateway_people._audit = real_audit
     return audited / bare - 1
 
 
@@ -133,10 +133,10 @@ async def _signin_timing(rounds: int = 15) -> tuple[float, float]:
     import statistics
     import uuid
 
-    from server.errors import SignInFailed
-    from server.identity.service import create_customer_account, customer_sign_in
-    from server.gateway import create_person
     from server.actor import system_actor
+    from server.errors import SignInFailed
+    from server.gateway import create_person
+    from server.identity.service import create_customer_account, customer_sign_in
 
     email = f"timing-{uuid.uuid4().hex[:8]}@bench.example"
     pid = await create_person(system_actor("bench"), purpose="customer_service", values={"email": email})

@@ -151,8 +151,8 @@ async def _http(urls: dict[str, str], meta: dict, total: int) -> list[Measuremen
     after = match.group(1) if match else ""
     floor_after = ""
     with urllib.request.urlopen(f"{urls['floor']}/people") as resp:
-        m = re.search(r'hx-get="/people\?after=([^"]+)"', resp.read().decode())
-        floor_after = m.group(1) if m else ""
+        found = re.search(r'hx-get="/people\?after=([^"]+)"', resp.read().decode())
+        floor_after = found.group(1) if found else ""
 
     def pick() -> dict:
         return sample[rng.randrange(len(sample))]
@@ -247,7 +247,7 @@ def run(opts: Options) -> str:
         sections.append(_section(backend, meta, figures, results))
     header = [
         "# Mutual benchmark", "",
-        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {platform.machine()}.",
         f"Requests per endpoint: {opts.requests} at c=16, {max(opts.requests // 2, 20)} at c=1 (after 10 warm-up "
         "requests); client and servers share the machine. The floor is a plain SQLite table rendered with the "

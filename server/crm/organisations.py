@@ -10,5 +10,5 @@ from server.crm.tables import Organisation
 
 async def create(name: str) -> uuid.UUID:
     org_id = uuid.uuid4()
-    await Organisation.insert(Organisation(id=org_id, name=name.strip(), created_at=dt.datetime.now(dt.timezone.utc)))
+    await Organisation.insert(Organisation(id=org_id, name=name.strip(), created_at=dt.datetime.now(dt.UTC)))
     return org_id

@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from server.db import raw, write_transaction
 from server.kernel import get_kernel
 from server.settings import get_settings
-from server.vault.cipher import decrypt_field
-from server.vault.store import KEY_COLUMNS, key_join, keys_from_rows
 from server.vault.blind import (
     index_bits,
     name_tokens,
@@ -18,6 +16,8 @@ from server.vault.blind import (
     search_index,
     search_indexes,
 )
+from server.vault.cipher import decrypt_field
+from server.vault.store import KEY_COLUMNS, key_join, keys_from_rows
 
 NAME_FIELDS = ("given_name", "family_name")
 

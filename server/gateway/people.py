@@ -10,15 +10,15 @@ from typing import Any
 from server.actor import Actor
 from server.audit.chain import Entry, append
 from server.crm.tables import Note, Person, PersonToken, RevealGrant
-from server.gateway import indexing
 from server.db import insert_many, raw, write_transaction
 from server.errors import Invalid, NotFound, PolicyDenied
+from server.gateway import indexing
 from server.gateway.records import Page, Record
 from server.kernel import get_kernel
 from server.policy import FieldDecision
+from server.settings import get_settings
 from server.vault.blind import name_tokens
 from server.vault.cipher import DataKey, decrypt_field, encrypt_field
-from server.settings import get_settings
 from server.vault.ledger import record_erasure
 from server.vault.store import (
     KEY_COLUMNS,
@@ -40,7 +40,7 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 async def _decide(actor: Actor, action: str, purpose: str, table: str, fields: Iterable[str],
@@ -74,7 +74,8 @@ def _reach(actor: Actor, action: str, purpose: str, fields: Iterable[str]) -> tu
                                         purpose=purpose, table=PERSON, fields=fields)
     if "all" in reach:
         return "1 = 1", [], frozenset()
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[object] = []
     if "assigned" in reach and _is_uuid(actor.id):
         clauses.append("p.owner_id = {}")
         args.append(uuid.UUID(actor.id))
@@ -205,7 +206,7 @@ async def _apply_reveal_grants(actor: Actor, purpose: str, person_id: uuid.UUID,
 
 
 def _cursor(row: Mapping[str, Any]) -> str:
-    return f"{row['created_at'].astimezone(dt.timezone.utc).isoformat()}|{row['id']}"
+    return f"{row['created_at'].astimezone(dt.UTC).isoformat()}|{row['id']}"
 
 
 def _parse_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:

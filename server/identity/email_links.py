@@ -57,7 +57,7 @@ REASONS = ("expired", "used", "other_browser", "unknown")
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # --- input -------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ UNCONFIRMED_HOURS = 24
 async def purge_unconfirmed_signups() -> int:
     """Erase (crypto-shred) the people of sign-ups whose address was not confirmed within a day: their
     data was never proven to be theirs (storage limitation), and the address is free again."""
-    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=UNCONFIRMED_HOURS)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=UNCONFIRMED_HOURS)
     stale = await CustomerAccount.select(CustomerAccount.person_id).where(
         CustomerAccount.verified_at.is_null() & (CustomerAccount.created_at < cutoff))
     actor = dataclasses.replace(system_actor("signup-expiry"), face="portal")

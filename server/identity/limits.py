@@ -15,6 +15,8 @@ import hmac
 import math
 import uuid
 
+from piccolo.columns.combination import Or, Where
+
 from server.actor import Actor
 from server.audit.chain import Entry, append
 from server.errors import TooManyAttempts
@@ -35,7 +37,7 @@ MESSAGES = {
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def limit_key(kind: str, value: str) -> str:
@@ -117,7 +119,7 @@ async def unlock(face: str, accounts: list[tuple[str, str]], keys: tuple[str, ..
     (label, account) pairs of `account_keys`, from any address, and the failures of further `keys`.
     Returns how many attempts were forgotten."""
     tags = [wide_key(label, account) for label, account in accounts]
-    where = SigninFailure.account.is_in(tags)
+    where: Where | Or = SigninFailure.account.is_in(tags)
     if keys:
         where = where | SigninFailure.key.is_in(list(keys))
     forgotten = await SigninFailure.delete().where((SigninFailure.face == face) & where).returning(

@@ -158,7 +158,7 @@ _keys: dict[str, tuple[KeySet, float]] = {}
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _handle_hash(handle: str) -> str:
@@ -273,11 +273,11 @@ async def provider(settings: Settings | None = None) -> Provider:
         log.error("single sign-on: the discovery document names another issuer than MUTUAL_OIDC_ISSUER")
         raise SsoUnavailable("config", "Single sign-on is not set up correctly: the provider calls itself by "
                                        "another issuer than MUTUAL_OIDC_ISSUER. Ask an administrator.")
-    fields = {}
+    fields: dict[str, str] = {}
     for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         url = doc.get(name)
         problem = transport_problem(url, name) if isinstance(url, str) else f"{name} is missing"
-        if problem:
+        if problem or not isinstance(url, str):
             log.error("single sign-on: the provider's discovery document is not usable: %s", problem)
             raise SsoUnavailable("bad_metadata")
         fields[name] = url
@@ -472,7 +472,7 @@ def authenticated_time(claims: dict[str, Any], now: dt.datetime, asked_max_age: 
         seconds = math.inf if value > 0 else -math.inf
     if math.isnan(seconds):
         return None if asked_max_age else now
-    return dt.datetime.fromtimestamp(min(max(seconds, 0.0), now.timestamp()), dt.timezone.utc)
+    return dt.datetime.fromtimestamp(min(max(seconds, 0.0), now.timestamp()), dt.UTC)
 
 
 def provider_did_mfa(claims: dict[str, Any]) -> bool:
@@ -611,9 +611,9 @@ async def _provision(claims: dict[str, Any], settings: Settings, roles: list[str
     account = {"id": uuid.uuid4(), "username": username, "roles": ",".join(roles),
                "team": team_from_claims(claims, settings) if settings.oidc_team_claim else None,
                "password_hash": "", "active": True, "created_at": now}
-    await StaffAccount.insert(StaffAccount(**account))
+    await StaffAccount.insert(StaffAccount(**account))  # type: ignore[arg-type]
     await audit_security(staff_actor(account, request_id), "sso_account_create", "ok",
-                         fields={"roles": account["roles"], "source": "oidc"})
+                         fields={"roles": str(account["roles"]), "source": "oidc"})
     return account
 
 

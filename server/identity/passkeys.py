@@ -66,7 +66,7 @@ ACCOUNT_KINDS = {"backoffice": "staff", "portal": "customer"}
 LABEL_MAX = 64
 
 MSG_EXPIRED = ("This passkey request has expired or was already used. "
-               "Start again with the button (you have {minutes} minutes).").format(minutes=CHALLENGE_MINUTES)
+               f"Start again with the button (you have {CHALLENGE_MINUTES} minutes).")
 MSG_UNKNOWN = ("This passkey is not registered here. Sign in another way, then add the passkey "
                "under Passkeys.")
 MSG_NOT_VERIFIED = ("Your device did not verify you. Unlock the passkey with your PIN, fingerprint or "
@@ -100,7 +100,7 @@ class Ceremony:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _hash(handle: str) -> str:
@@ -143,7 +143,7 @@ async def _take_challenge(kind: str, handle: str) -> dict[str, str] | None:
     if isinstance(expires, str):  # SQLite's RETURNING carries no declared type
         expires = dt.datetime.fromisoformat(expires)
     if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=dt.timezone.utc)
+        expires = expires.replace(tzinfo=dt.UTC)
     if expires <= _now():
         return None
     data = json.loads(rows[0]["data"])

@@ -104,5 +104,6 @@ def password_problem(password: str, *, personal: tuple[str, ...] = ()) -> str | 
     core = "".join(ch for ch in password.lower() if ch.isalpha())
     own = {w.lower() for w in personal if len(w) >= 4}
     if core in _context_words() or any(w in password.lower() for w in own):
-        return "this password is built on a word anyone could guess here (your name, the product or the business); choose another one"
+        return ("this password is built on a word anyone could guess here (your name, the product or the business);"
+                " choose another one")
     return None

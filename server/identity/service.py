@@ -33,7 +33,7 @@ STAGES = ("full", "mfa", "enrol")
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def token_hash(token: str) -> str:

@@ -35,7 +35,7 @@ ENROLMENT_SECONDS = 15 * 60
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _binding(account_id: uuid.UUID | str) -> str:

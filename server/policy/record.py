@@ -23,7 +23,8 @@ ARTICLES = {"consent": "GDPR Art. 6(1)(a)", "contract": "GDPR Art. 6(1)(b)",
             "legal_obligation": "GDPR Art. 6(1)(c)", "vital_interests": "GDPR Art. 6(1)(d)",
             "public_task": "GDPR Art. 6(1)(e)", "legitimate_interests": "GDPR Art. 6(1)(f)"}
 """Where each legal basis purposes.yml may name is set out."""
-CSV_HEADER = ("purpose", "title_en", "title_de", "legal_basis", "legal_basis_article", "consent_required", "description",
+CSV_HEADER = ("purpose", "title_en", "title_de", "legal_basis", "legal_basis_article", "consent_required",
+              "description",
               "recipients", "subjects", "category", "fields", "retention_rule", "keep_days", "after",
               "retention_action")
 
@@ -101,7 +102,8 @@ def record_csv(record: dict[str, Any]) -> str:
     writer.writerow(CSV_HEADER)
     for activity in record["activities"]:
         purpose = [activity["id"], activity["title"]["en"], activity["title"]["de"], activity["legal_basis"],
-                   activity["legal_basis_article"], "yes" if activity["consent_required"] else "no", activity["description"],
+                   activity["legal_basis_article"], "yes" if activity["consent_required"] else "no",
+                   activity["description"],
                    "; ".join(activity["recipients"]), activity["subjects"]]
         for category in activity["categories"] or [None]:
             if category is None:

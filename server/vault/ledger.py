@@ -17,7 +17,7 @@ from pathlib import Path
 def record_erasure(ledger: Path, subject_id: uuid.UUID) -> None:
     """Append and fsync before the erasure commits: a crash in between errs towards erasing."""
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"subject": str(subject_id), "at": dt.datetime.now(dt.timezone.utc).isoformat()})
+    line = json.dumps({"subject": str(subject_id), "at": dt.datetime.now(dt.UTC).isoformat()})
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, (line + "\n").encode())

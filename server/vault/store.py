@@ -44,7 +44,7 @@ async def create_subject_key(provider: KeyProvider, subject_id: uuid.UUID) -> Da
 
 async def create_subject_keys(provider: KeyProvider, subject_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey]:
     """A fresh data key per subject, stored wrapped, in one statement."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     keys: dict[uuid.UUID, DataKey] = {}
     rows = []
     for subject_id in subject_ids:

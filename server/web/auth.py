@@ -13,8 +13,8 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from server.actor import Actor
 from server.errors import ReauthenticationRequired
-from server.settings import get_settings
 from server.identity.service import resume_session
+from server.settings import get_settings
 
 SESSION_COOKIES = {"portal": "__Host-mutual-portal", "backoffice": "__Host-mutual-staff"}
 CSRF_COOKIES = {"portal": "__Host-mutual-portal-csrf", "backoffice": "__Host-mutual-staff-csrf"}
@@ -64,7 +64,7 @@ def requires_recent_signin(connection: ASGIConnection, handler: BaseRouteHandler
 def ensure_recent_signin(actor: Actor) -> None:
     minutes = get_settings().reauth_minutes
     signed_in_at = actor.signed_in_at
-    if signed_in_at is None or signed_in_at < dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes):
+    if signed_in_at is None or signed_in_at < dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes):
         raise ReauthenticationRequired(
             f"For your security, this change needs a sign-in from the last {minutes} minutes. "
             "Sign out (top right), sign in again, then come back to this page.")

@@ -16,11 +16,11 @@ from litestar.middleware import DefineMiddleware
 from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.actor import system_actor
+from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
 from server.kernel import check_database_keys, get_kernel
-from server.actor import system_actor
-from server.audit.chain import Entry, append
 from server.policy.snapshot import load_snapshot, record_loaded
 from server.settings import get_settings
 from server.vault.store import request_key_cache
@@ -103,7 +103,7 @@ async def _security_headers(message: Message, scope: Scope) -> None:
     if message["type"] == "http.response.start":
         headers = list(message.get("headers", []))
         present = {name.lower() for name, _ in headers}
-        message["headers"] = headers + [(k, v) for k, v in _HEADER_BYTES if k not in present]  # type: ignore[typeddict-item]
+        message["headers"] = headers + [(k, v) for k, v in _HEADER_BYTES if k not in present]
 
 
 async def _record_policy_version(face: str) -> None:

@@ -27,7 +27,7 @@ def build_environment(face_templates: Path) -> Environment:
 
 def _when(value: Any) -> str:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "" if value is None else str(value)
 
 

@@ -18,8 +18,9 @@ from server.identity.service import NotVerified, SignedIn, forget_session, sign_
 from server.web.auth import SESSION_COOKIES, session_cookie
 from server.web.rendering import render
 
+
 class SignIn(Protocol):
-    def __call__(self, login: str, password: str, client: str, request_id: str, device: str = "",
+    def __call__(self, login: str, password: str, client: str, request_id: str, /, device: str = "",
                  replaces: str | None = None) -> Awaitable[SignedIn]: ...
 OnUnverified = Callable[[Request, uuid.UUID], Awaitable[Response]]
 # Where a sign-in that still waits for a second factor continues.

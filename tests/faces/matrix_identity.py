@@ -3,7 +3,7 @@ passkeys, single sign-on and emailed links. Each area adds its entries here."""
 
 from __future__ import annotations
 
-from tests.faces.matrix_base import PAGE, SIGN_IN, STAFF_PASSWORD, CUSTOMER_PASSWORD, Entry, Expect, ok
+from tests.faces.matrix_base import CUSTOMER_PASSWORD, PAGE, SIGN_IN, STAFF_PASSWORD, Entry, Expect, ok
 
 # A second-factor page without a waiting sign-in (no one in the matrix has one) starts sign-in again.
 START_OVER = Expect(303, "/signin?expired=1")

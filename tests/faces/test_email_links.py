@@ -375,7 +375,7 @@ async def test_an_expired_link_is_refused(db: None, smtp: SmtpServer) -> None:
         await _ask_link(client, ERIKA["email"])
         link = _link(_mails_to(smtp, ERIKA["email"])[0])
         csrf = await _open(client, link)
-        past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         await EmailToken.update({EmailToken.expires_at: past}, force=True)
         before = await last_seq()
         refused = await _redeem(client, link, csrf)
@@ -554,7 +554,7 @@ async def test_a_sign_up_not_confirmed_within_a_day_is_erased(db: None, smtp: Sm
     async with face_client("portal") as client:
         await _sign_up(client, JANA)
     smtp.wait_for(lambda m: m["To"] == JANA["email"])
-    await CustomerAccount.update({CustomerAccount.created_at: dt.datetime.now(dt.timezone.utc)
+    await CustomerAccount.update({CustomerAccount.created_at: dt.datetime.now(dt.UTC)
                                   - dt.timedelta(hours=25)}, force=True)
     before = await last_seq()
     async with face_client("portal") as client:

@@ -479,7 +479,7 @@ async def test_a_waiting_sign_in_lives_for_pending_signin_minutes_then_starts_ov
         life = rows[0]["expires_at"] - rows[0]["created_at"]
         assert abs(life - dt.timedelta(minutes=get_settings().pending_signin_minutes)) < dt.timedelta(seconds=2)
 
-        await Session.update({Session.expires_at: dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)}
+        await Session.update({Session.expires_at: dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)}
                              ).where(Session.token_hash == token_hash(pending))
         form = await client.get(f"/signin/{stage}")
         assert form.status_code == 303 and form.headers["location"] == START_OVER
@@ -504,7 +504,7 @@ async def test_a_portal_session_cannot_stand_in_for_a_waiting_backoffice_sign_in
     portal_token = await customer_session(ERIKA["email"])
     # and a portal-face row that waits for a second factor, for the staff account's very id
     crafted = secrets.token_urlsafe(32)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     await Session.insert(Session(token_hash=token_hash(crafted), face="portal", account_id=account["id"],
                                  created_at=now, last_seen_at=now, expires_at=now + dt.timedelta(minutes=5),
                                  handle=uuid.uuid4(), stage="mfa", method="password", device=""))

@@ -758,13 +758,13 @@ async def test_without_auth_time_the_sign_in_counts_as_recent_only_when_max_age_
 def test_the_authenticated_time_is_auth_time_never_later_than_now() -> None:
     import datetime as dt
 
-    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
     earlier = now - dt.timedelta(hours=2)
     for asked in (True, False):
         assert oidc.authenticated_time({"auth_time": int(earlier.timestamp())}, now, asked) == earlier
         assert oidc.authenticated_time({"auth_time": int(now.timestamp()) + 3600}, now, asked) == now
         assert oidc.authenticated_time({"auth_time": -10**30}, now, asked) == dt.datetime.fromtimestamp(
-            0, dt.timezone.utc)
+            0, dt.UTC)
         assert oidc.authenticated_time({"auth_time": 10**30}, now, asked) == now
     for absent in ({}, {"auth_time": "yesterday"}, {"auth_time": True}, {"auth_time": None}):
         assert oidc.authenticated_time(absent, now, asked_max_age=True) is None

@@ -340,7 +340,7 @@ async def test_an_expired_challenge_is_refused(db: None) -> None:
         assert (await _register(client, csrf, authenticator)).status_code == 200
     async with _anonymous_browser("portal") as (client, csrf):
         options = await _sign_in_options(client, csrf)
-        past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         await AuthChallenge.update({AuthChallenge.expires_at: past}, force=True)
         late = await _json_post(client, "/signin/passkey", authenticator.get(options), csrf)
         assert late.status_code == 400 and "expired" in _error(late)

@@ -45,8 +45,8 @@ from tests.faces.matrix_base import (
     denied,
     ok,
 )
-from tests.faces.matrix_identity import IDENTITY_ENTRIES
 from tests.faces.matrix_email import ENTRIES as EMAIL_ENTRIES
+from tests.faces.matrix_identity import IDENTITY_ENTRIES
 from tests.faces.matrix_oidc import ENTRIES as OIDC_ENTRIES
 from tests.faces.matrix_passkeys import ENTRIES as PASSKEY_ENTRIES
 from tests.support import ERIKA, MAX

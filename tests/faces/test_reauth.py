@@ -44,7 +44,7 @@ CHANGES = [
 
 
 async def _age(token: str, minutes: int) -> None:
-    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes)
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes)
     await Session.update({Session.authenticated_at: earlier}).where(Session.token_hash == token_hash(token))
 
 
@@ -103,7 +103,7 @@ async def test_a_code_after_an_old_sign_in_at_the_provider_is_no_recent_sign_in(
     """The sign-in counts from its older factor: a fresh code does not make an old SSO sign-in recent."""
     await make_staff("sso-user", "sales")
     account = (await StaffAccount.select().where(StaffAccount.username == "sso-user"))[0]
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     waiting = await open_session("backoffice", account["id"], staff_actor(account, "r"), method="oidc",
                                  stage="mfa", authenticated_at=old)
     pending = await pending_signin(waiting.token)
@@ -118,7 +118,7 @@ async def test_a_staff_password_change_does_not_renew_the_sign_in(db: None) -> N
     session cannot stay recent for ever by changing the password every few minutes."""
     await make_staff("admin", "admin")
     token = await staff_session("admin")
-    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=get_settings().reauth_minutes - 1)
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=get_settings().reauth_minutes - 1)
     await Session.update({Session.authenticated_at: earlier}).where(Session.token_hash == token_hash(token))
     async with face_client("backoffice") as client:
         use_cookies(client, {SESSION_COOKIES["backoffice"]: token})

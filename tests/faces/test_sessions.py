@@ -173,7 +173,7 @@ async def _sign_in_with_password(client: Client, face: Face, login: str, passwor
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # --- the session list -----------------------------------------------------------------------------

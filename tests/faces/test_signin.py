@@ -291,7 +291,7 @@ async def test_guesses_from_elsewhere_do_not_lock_the_owner_out_until_many(db: N
 
     await make_customer(ERIKA)
     limit = get_settings().signin_max_failures
-    for attempt in range(limit):
+    for _ in range(limit):
         with pytest.raises(SignInFailed):
             await customer_sign_in(ERIKA["email"], "guess", "203.0.113.7", "r")
     with pytest.raises(TooManyAttempts):
@@ -309,7 +309,7 @@ async def test_a_failure_recorded_by_a_concurrent_request_locks_nobody_below_the
     """A request that reads the clock, then sees a row another request wrote a moment later, must not
     take that row for a lock (it did: two simultaneous sign-ups of one address got a 429)."""
     key = limits.limit_key("ip", "192.0.2.7")
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
     free = get_settings().signin_max_failures
     await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face="portal", key=key, at=later,
                                                kind="signup") for _ in range(free - 1)])

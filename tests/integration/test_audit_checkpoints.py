@@ -278,7 +278,7 @@ async def test_an_export_cut_short_or_with_a_deleted_line_fails(db: None, tmp_pa
 
 async def _age_events(up_to: int, days: int) -> None:
     """Move events 1..up_to into the past and re-hash the chain, as if written `days` ago."""
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     await raw('UPDATE audit_event SET "at" = {} WHERE seq <= {}', old, up_to)
     await raw("DELETE FROM audit_checkpoint")
     events = await _events()
@@ -295,7 +295,7 @@ async def test_pruning_removes_old_events_and_the_chain_verifies_from_the_anchor
     await _age_events(6, days=400)
     await raw("INSERT INTO audit_subject (pseudonym, seq) VALUES ({}, {})",
               "6f1c2a52-5c1e-4b9d-8d7e-0a2b3c4d5e6f", 3)
-    result = await prune(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365))
+    result = await prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=365))
     assert (result.events, result.subjects, result.anchor_seq) == (6, 1, 6)
     assert [e["seq"] for e in await _events()] == [7, 8, 9, 10]
     assert await raw("SELECT seq FROM audit_subject") == []
@@ -309,14 +309,14 @@ async def test_pruning_removes_old_events_and_the_chain_verifies_from_the_anchor
 
 async def test_pruning_with_nothing_old_enough_deletes_nothing(db: None) -> None:
     await _append(5)
-    result = await prune(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    result = await prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
     assert (result.events, result.anchor_seq) == (0, None)
     assert len(await _events()) == 5
 
 
 async def test_pruning_everything_leaves_a_chain_anchored_at_its_head(db: None) -> None:
     await _append(3)
-    result = await prune(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))
+    result = await prune(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
     assert (result.events, result.anchor_seq) == (3, 3)
     assert await _events() == []
     assert (await verify_database()).ok
@@ -327,7 +327,7 @@ async def test_pruning_everything_leaves_a_chain_anchored_at_its_head(db: None) 
 async def test_deleting_the_anchor_checkpoint_after_pruning_fails_verification(db: None) -> None:
     await _append(10)
     await _age_events(5, days=400)
-    await prune(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365))
+    await prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=365))
     await raw("DELETE FROM audit_checkpoint WHERE seq = {}", 5)
     result = await verify_database()
     assert not result.ok and result.first_bad_seq == 6
@@ -337,7 +337,7 @@ async def test_deleting_the_anchor_checkpoint_after_pruning_fails_verification(d
 async def test_a_forged_anchor_signature_after_pruning_fails_verification(db: None) -> None:
     await _append(10)
     await _age_events(5, days=400)
-    await prune(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365))
+    await prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=365))
     await raw("UPDATE audit_checkpoint SET signature = {} WHERE seq = 5", base64.b64encode(b"\x03" * 64).decode())
     result = await verify_database()
     assert not result.ok and result.first_bad_seq == 6
@@ -348,7 +348,7 @@ async def test_pruning_refuses_a_chain_that_does_not_verify(db: None) -> None:
     await _age_events(5, days=400)
     await raw("UPDATE audit_event SET purpose = 'x' WHERE seq = 2")
     with pytest.raises(RuntimeError, match="does not verify"):
-        await prune(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365))
+        await prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=365))
     assert len(await _events()) == 5
 
 
@@ -358,7 +358,7 @@ async def test_the_cli_signs_the_head_and_prunes_before_a_date(db: None) -> None
     assert signed.returncode == 0, signed.stderr
     assert "audit checkpoint at event 6 signed by key" in signed.stdout
     await _age_events(3, days=30)
-    before = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)).date().isoformat()
+    before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=10)).date().isoformat()
     pruned = _mutual("audit", "prune", "--before", before)
     assert pruned.returncode == 0, pruned.stderr
     assert "pruned 3 audit events" in pruned.stdout and "checkpoint at event 3" in pruned.stdout

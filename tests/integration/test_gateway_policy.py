@@ -148,7 +148,7 @@ async def test_a_reveal_shows_the_field_to_that_member_of_staff_for_a_limited_ti
     # another member of staff still sees the mask
     assert (await gateway.get_person(other, purpose="customer_service", person_id=pid)).is_masked("birth_date")
     # and once the grant has run out, so does the one who revealed it
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=11)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=11)
     monkeypatch.setattr(gateway_people, "_now", lambda: later)
     assert (await gateway.get_person(sales, purpose="customer_service", person_id=pid)).is_masked("birth_date")
 

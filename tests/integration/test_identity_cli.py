@@ -62,8 +62,8 @@ async def test_outbox_lists_the_last_mails_with_their_links(tmp_path: Path, monk
 
 async def test_an_administrator_ends_the_sessions_of_one_member_of_staff_or_of_everyone(
         db: None, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.faces._client import make_staff, staff_session
     from server.identity.service import resume_session
+    from tests.faces._client import make_staff, staff_session
 
     await make_staff("leaver", "support")
     await make_staff("stayer", "support")

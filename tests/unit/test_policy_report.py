@@ -101,7 +101,8 @@ def test_the_diff_reports_a_mask_that_became_an_allow(tmp_path: Path, policies: 
     _edit(copy, "fields.yml", "birth_date:  {category: identity.birth_date, sensitivity: high,",
           "birth_date:  {category: identity.birth_date, sensitivity: normal,")
     changes = diff(policies, load_policies(copy))
-    sales = next(c for c in changes if (c.role, c.field, c.action, c.purpose) == ("sales", "birth_date", "read", "sales"))
+    wanted = ("sales", "birth_date", "read", "sales")
+    sales = next(c for c in changes if (c.role, c.field, c.action, c.purpose) == wanted)
     assert "mask" in sales.old and "mask" not in sales.new and "allow" in sales.new
     assert all((c.field, c.action) == ("birth_date", "read") for c in changes)
 

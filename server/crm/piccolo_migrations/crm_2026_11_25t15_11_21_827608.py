@@ -1,6 +1,5 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.column_types import UUID
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.column_types import UUID, Varchar
 from piccolo.columns.indexes import IndexMethod
 
 ID = "2026-11-25T15:11:21:827608"
