@@ -14,6 +14,7 @@ from pathlib import Path
 
 import server  # noqa: F401 - sets PICCOLO_CONF before Piccolo is imported
 from server import backup_cli
+from server.gateway import index_cli
 from server.identity import cli as identity_cli
 from server.kernel import require_kernel
 from server.policy import cli as policy_cli
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--batch", type=int, default=500)
     reindex.set_defaults(func=cmd_keys_rotate_index)
     backup_cli.register(sub)
+    index_cli.register(sub)
     policy_cli.register(sub)
     identity_cli.register(sub)
     return parser

@@ -9,21 +9,23 @@ from server.db import raw, write_transaction
 from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault.blind import (
-    index_bits,
     name_tokens,
     normalise_email,
     normalise_phone,
     search_index,
     search_indexes,
+    stored_width,
 )
 from server.vault.cipher import decrypt_field
+from server.vault.planner import person_index_bits
 from server.vault.store import KEY_COLUMNS, key_join, keys_from_rows
 
 NAME_FIELDS = ("given_name", "family_name")
 
 
-def bits() -> int:
-    return index_bits(get_settings().expected_people)
+def bits(field: str) -> int:
+    """The planned width of one search index (email, phone, name) for `MUTUAL_EXPECTED_PEOPLE`."""
+    return person_index_bits(get_settings().expected_people)[field]
 
 
 def normalised(field: str, value: str) -> str:
@@ -40,25 +42,26 @@ def column_indexes(values: Mapping[str, str | None]) -> dict[str, str | None]:
     for field in ("email", "phone"):
         if field in values:
             value = values[field]
-            out[f"{field}_index"] = (search_index(get_kernel().keys, field, normalised(field, value), bits())
+            out[f"{field}_index"] = (search_index(get_kernel().keys, field, normalised(field, value), bits(field))
                                      if value else None)
     return out
 
 
 def lookup_values(field: str, value: str) -> list[str]:
-    """What to look for in `<field>_index`: one value per key version of the field."""
-    return search_indexes(get_kernel().keys, field, normalised(field, value), bits())
+    """What to look for in `<field>_index`: one value per key version and width of the field."""
+    return search_indexes(get_kernel().keys, field, normalised(field, value))
 
 
 def token_rows(person_id: uuid.UUID, names: Mapping[str, str | None]) -> list[tuple[uuid.UUID, str]]:
     """(person, token index) rows for crm_person_token."""
     tokens = name_tokens(*(names.get(f) for f in NAME_FIELDS))
     provider = get_kernel().keys
-    return [(person_id, search_index(provider, "name", t, bits())) for t in sorted(tokens)]
+    width = bits("name")
+    return [(person_id, search_index(provider, "name", t, width)) for t in sorted(tokens)]
 
 
 def token_lookup(token: str) -> list[str]:
-    return search_indexes(get_kernel().keys, "name", token, bits())
+    return search_indexes(get_kernel().keys, "name", token)
 
 
 SEARCH_FIELDS = ("email", "phone", "name")
@@ -66,15 +69,17 @@ SEARCH_FIELDS = ("email", "phone", "name")
 
 async def rebuild_index(field: str, *, batch: int = 500,
                         progress: Callable[[int], None] | None = None) -> int:
-    """Recompute one search index under its active key, in batches of short transactions.
+    """Recompute one search index under its active key and planned width, in short transactions.
 
-    Resumable: each pass takes the rows whose values do not yet name the active key, so an
-    interrupted rebuild continues where it stopped. Returns the number of people re-indexed.
+    Resumable: each pass takes the rows whose values do not yet name the active key and the width
+    planned for `MUTUAL_EXPECTED_PEOPLE`, so an interrupted rebuild continues where it stopped.
+    Serves both `mutual keys rotate-index` (new key) and `mutual index rebuild` (new widths).
+    Returns the number of people re-indexed.
     """
     if field not in SEARCH_FIELDS:
         raise ValueError(f"unknown search index {field!r}; choose one of {', '.join(SEARCH_FIELDS)}")
     provider = get_kernel().keys
-    prefix = provider.index_key(field)[0] + ":"
+    prefix = f"{provider.index_key(field)[0]}:{bits(field)}:"
     done = 0
     while True:
         async with write_transaction():
@@ -107,6 +112,19 @@ async def rebuild_index(field: str, *, batch: int = 500,
         done += len(rows)
         if progress is not None:
             progress(len(rows))
+
+
+async def stale_widths() -> dict[str, int]:
+    """For each search index: how many stored values have a width other than the planned one
+    (they are still found, but keep the bits of another `MUTUAL_EXPECTED_PEOPLE`)."""
+    sources = {"email": ("crm_person", "email_index"), "phone": ("crm_person", "phone_index"),
+               "name": ("crm_person_token", "token_index")}
+    stale: dict[str, int] = {}
+    for field, (table, column) in sources.items():
+        rows = await raw(f"SELECT {column} AS value FROM {table} WHERE {column} IS NOT NULL")
+        planned = bits(field)
+        stale[field] = sum(1 for row in rows if stored_width(row["value"]) != planned)
+    return stale
 
 
 async def index_key_usage() -> dict[str, dict[str, int]]:

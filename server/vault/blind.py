@@ -3,9 +3,12 @@
 Two kinds:
 - *exact* (full 128 bits): sign-in lookup, where the value must identify one account;
 - *search* (truncated): email, phone and name tokens of people. Truncated so that, at the
-  expected number of rows, each index value matches several people (CipherSweet's rule):
-  the index alone cannot tell two people apart, and candidates are confirmed by decryption.
-Every value starts with the id of the key that made it, so a rebuilt index never mixes keys.
+  expected number of rows, every combination of a row's index values is shared by several
+  people (CipherSweet's planner, `server.vault.planner`): the indexes alone cannot tell two
+  people apart, and candidates are confirmed by decryption.
+Every value starts with the id of the key that made it, so a rebuilt index never mixes keys,
+and a search value then names its width (`key:bits:hex`): a value written under another
+`MUTUAL_EXPECTED_PEOPLE` stays findable until `mutual index rebuild` re-plans it.
 """
 
 from __future__ import annotations
@@ -15,16 +18,16 @@ import hmac
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
 
 import phonenumbers
 
 from server.vault.keys import KeyProvider
+from server.vault.planner import MAX_BITS
 
 # German transliteration first, so "Müller" and "Mueller" meet; then accents are dropped.
 _TRANSLITERATE = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "œ": "oe", "ø": "o"})
 _TOKEN_SPLIT = re.compile(r"[^\w]+")
-MIN_BITS, MAX_BITS = 8, 32
+LEGACY_MIN_BITS = 8
 
 
 def normalise_email(value: str) -> str:
@@ -59,9 +62,10 @@ def name_tokens(*names: str | None) -> set[str]:
 
 
 def index_bits(expected_rows: int) -> int:
-    """Bits kept so that expected_rows / 2**bits ≥ 4: every value is shared at full size."""
-    return max(MIN_BITS, min(MAX_BITS, int(math.floor(math.log2(max(expected_rows, 1) / 4))) if expected_rows >= 4
-                             else MIN_BITS))
+    """The width the old, per-index rule gave (expected_rows / 2**bits ≥ 4, 8 to 32 bits), kept
+    only to find values written before widths were stored; new values follow the planner."""
+    return max(LEGACY_MIN_BITS, min(MAX_BITS, int(math.floor(math.log2(max(expected_rows, 1) / 4)))
+                                    if expected_rows >= 4 else LEGACY_MIN_BITS))
 
 
 def _hmac(key: bytes, normalised: str) -> bytes:
@@ -74,22 +78,40 @@ def blind_index(provider: KeyProvider, name: str, normalised: str) -> str:
     return f"{key_id}:{_hmac(key, normalised).hex()[:32]}"
 
 
+def _hex(digest: bytes, bits: int) -> str:
+    value = int.from_bytes(digest[:4], "big") >> (32 - bits) if bits else 0
+    return f"{value:0{max(1, (bits + 3) // 4)}x}"
+
+
 def _truncated(key_id: str, key: bytes, normalised: str, bits: int) -> str:
-    value = int.from_bytes(_hmac(key, normalised)[:4], "big") >> (32 - bits)
-    return f"{key_id}:{value:0{(bits + 3) // 4}x}"
+    if not 0 <= bits <= MAX_BITS:
+        raise ValueError(f"a search index keeps 0 to {MAX_BITS} bits, not {bits}")
+    return f"{key_id}:{bits}:{_hex(_hmac(key, normalised), bits)}"
 
 
 def search_index(provider: KeyProvider, name: str, normalised: str, bits: int) -> str:
-    """Truncated index under the field's active key: what is stored."""
+    """Truncated index under the field's active key, naming its width: what is stored."""
     key_id, key = provider.index_key(name)
     return _truncated(key_id, key, normalised, bits)
 
 
-def search_indexes(provider: KeyProvider, name: str, normalised: str, bits: int) -> list[str]:
-    """Index values under every key version of the field: what a lookup asks for, so search
-    keeps working while `mutual keys rotate-index` rebuilds the index in batches."""
-    return [_truncated(key_id, key, normalised, bits) for key_id, key in provider.index_key_versions(name)]
+def search_indexes(provider: KeyProvider, name: str, normalised: str) -> list[str]:
+    """Index values under every key version of the field and at every width: what a lookup asks for.
+
+    Every key version, so search keeps working while `mutual keys rotate-index` rebuilds the index;
+    every width, because each stored value names its own, so a value written before
+    `MUTUAL_EXPECTED_PEOPLE` changed is still found (a value of one width never equals a lookup
+    of another). Values from before widths were stored (`key:hex`) are asked for too.
+    """
+    out: list[str] = []
+    for key_id, key in provider.index_key_versions(name):
+        digest = _hmac(key, normalised)
+        out.extend(f"{key_id}:{bits}:{_hex(digest, bits)}" for bits in range(MAX_BITS + 1))
+        out.extend(dict.fromkeys(f"{key_id}:{_hex(digest, bits)}" for bits in range(LEGACY_MIN_BITS, MAX_BITS + 1)))
+    return out
 
 
-def token_indexes(provider: KeyProvider, tokens: Iterable[str], bits: int) -> set[str]:
-    return {search_index(provider, "name", token, bits) for token in tokens}
+def stored_width(value: str) -> int | None:
+    """The width a stored search index value names, or None for a value from before widths were stored."""
+    parts = value.split(":")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
