@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -26,6 +27,15 @@ NAME_FIELDS = ("given_name", "family_name")
 def bits(field: str) -> int:
     """The planned width of one search index (email, phone, name) for `MUTUAL_EXPECTED_PEOPLE`."""
     return person_index_bits(get_settings().expected_people)[field]
+
+
+def candidate_limit(field: str) -> int:
+    """How many candidate rows a search on `field` may confirm: four times the people expected to
+    share one index value (the planner keeps that number above its floor, so it can be large), at
+    least 200. A fixed small limit would silently drop true matches from a shared bucket."""
+    per_row = 2 if field == "name" else 1
+    shared = per_row * max(get_settings().expected_people, 1) / 2 ** bits(field)
+    return max(200, 4 * math.ceil(shared))
 
 
 def normalised(field: str, value: str) -> str:

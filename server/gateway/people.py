@@ -275,7 +275,8 @@ async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> 
             return set(tokens) <= name_tokens(*(plain.get(f) for f in indexing.NAME_FIELDS))
     async with write_transaction():
         # No ORDER BY: the planner must use the index lookup, not walk the keyset index by date.
-        rows = await raw(_person_query(fields, f"{scope} AND {where}") + " LIMIT 200", *scope_args, *args)
+        rows = await raw(_person_query(fields, f"{scope} AND {where}")
+                         + f" LIMIT {indexing.candidate_limit(field)}", *scope_args, *args)
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         keys = keys_from_rows(get_kernel().keys, rows)
         confirmed = []

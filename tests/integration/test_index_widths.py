@@ -85,3 +85,14 @@ async def test_a_value_written_before_widths_were_stored_is_still_found(db: None
               erika)
     assert await _found("email", ERIKA["email"]) == {erika}
     assert (await indexing.stale_widths())["email"] == 1
+
+
+async def test_a_person_in_a_bucket_shared_by_hundreds_is_still_found(
+        db: None, expected_people: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    _expect(monkeypatch, 1_000)
+    monkeypatch.setattr(indexing, "bits", lambda field: 0)  # one bucket: everyone shares every index value
+    others = [{"family_name": f"Beispiel{i}", "email": f"b{i}@example.com"} for i in range(230)]
+    await gateway.import_people(ADMIN, purpose="customer_service", rows=others)
+    erika = await gateway.create_person(ADMIN, purpose="customer_service", values=ERIKA)
+    assert await _found("email", ERIKA["email"]) == {erika}  # a fixed LIMIT 200 left her out
+    assert await _found("name", "erika") == {erika}
