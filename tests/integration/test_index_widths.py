@@ -60,8 +60,12 @@ async def test_a_person_indexed_before_expected_people_changed_is_still_found_an
     assert await _found("phone", "089 7654321") == {max_}
     assert await _found("name", "mustermann") == {erika, max_}
     assert (await indexing.stale_widths())["email"] == 2
-
     env = dict(os.environ, MUTUAL_EXPECTED_PEOPLE="1000")
+    status = subprocess.run([sys.executable, "-m", "server.cli", "index", "status"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "run `mutual index rebuild`" in status.stdout
+
     result = subprocess.run([sys.executable, "-m", "server.cli", "index", "rebuild", "--batch", "1"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
