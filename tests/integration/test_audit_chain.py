@@ -238,7 +238,7 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
     async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people.append", broken)
+    monkeypatch.setattr("server.gateway.people._common.append", broken)
     result: Any = None
     with pytest.raises(RuntimeError, match="audit store unavailable"):
         result = await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
@@ -254,7 +254,7 @@ async def test_a_create_whose_audit_event_cannot_be_written_leaves_nothing_behin
     async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people.append", broken)
+    monkeypatch.setattr("server.gateway.people._common.append", broken)
     with pytest.raises(RuntimeError):
         await gateway.create_person(staff("admin"), purpose=PURPOSE, values=ERIKA)
     assert await raw("SELECT id FROM crm_person") == []
