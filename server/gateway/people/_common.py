@@ -51,18 +51,25 @@ async def _relations(actor: Actor, person_id: uuid.UUID) -> frozenset[str]:
     rows = await raw("SELECT owner_id, team FROM crm_person WHERE id = {}", person_id)
     if not rows:
         return frozenset()
-    owner, team = rows[0]["owner_id"], rows[0]["team"]
+    return _row_relations(actor, rows[0]["owner_id"], rows[0]["team"])
+
+
+def _row_relations(actor: Actor, owner: Any, team: Any) -> frozenset[str]:
+    """How a member of staff relates to one person: "assigned" (they own them), "team" (their team serves them)."""
+    if actor.kind != "staff":
+        return frozenset()
     return frozenset({"assigned"} if owner is not None and str(owner) == actor.id else set()) | frozenset(
         {"team"} if team is not None and actor.team is not None and team == actor.team else set())
 
 
 def _reach(actor: Actor, action: str, purpose: str, fields: Iterable[str]) -> tuple[str, list[Any], frozenset[str]]:
     """The SQL condition that keeps a list or search to the people this actor may see at all
-    (record scope, in the query itself), its arguments, and the relations it grants."""
+    (record scope, in the query itself), its arguments, and the reach: {"all"} or the relations that
+    admit a row."""
     reach = get_kernel().policies.reach(roles=actor.roles or frozenset({actor.kind}), action=action,
                                         purpose=purpose, table=PERSON, fields=fields)
     if "all" in reach:
-        return "1 = 1", [], frozenset()
+        return "1 = 1", [], reach
     clauses: list[str] = []
     args: list[object] = []
     if "assigned" in reach and _is_uuid(actor.id):
@@ -136,9 +143,11 @@ def _person_record(row: Mapping[str, Any], keys: Mapping[uuid.UUID, DataKey],
 
 
 def _person_query(fields: Iterable[str], where: str) -> str:
-    """People with their organisation's name and their wrapped data key, in one statement."""
+    """People with their owner and team (their relations to the viewer), their organisation's name and
+    their wrapped data key, in one statement."""
     columns = ", ".join(f"p.{f}" for f in fields)
-    return (f"SELECT p.id, p.pseudonym, p.created_at, p.updated_at, o.name AS organisation_name, {columns}, "
+    return (f"SELECT p.id, p.pseudonym, p.owner_id, p.team, p.created_at, p.updated_at, "
+            f"o.name AS organisation_name, {columns}, "
             f"{KEY_COLUMNS} FROM crm_person p LEFT JOIN crm_organisation o ON o.id = p.organisation "
             f"{key_join('p')} WHERE {where}")
 

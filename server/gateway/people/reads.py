@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from server.actor import Actor
@@ -30,6 +30,7 @@ from server.gateway.people._common import (
     _uuid,
     _visible,
 )
+from server.gateway.people.rows import RowDecisions
 from server.gateway.records import Page, Record
 from server.kernel import get_kernel
 from server.policy import FieldDecision
@@ -102,12 +103,13 @@ def _parse_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 
 
 async def list_people(actor: Actor, *, purpose: str, after: str | None = None, limit: int = 25) -> Page:
-    """Newest first, keyset paged on (created_at, id); one audit event names the page's subjects."""
+    """Newest first, keyset paged on (created_at, id); one audit event names the page's subjects.
+    Each row shows what that person's own relation to the viewer allows."""
     scope, args, reach = _reach(actor, "read", purpose, LIST_FIELDS)
-    decisions = await _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None, reach)
-    visible = _visible(decisions)
+    decide = RowDecisions(actor, "read", purpose, LIST_FIELDS, reach)
+    visible = decide.columns()
     if not visible:
-        raise await _denied(actor, "list", PERSON, purpose, decisions)
+        raise await _denied(actor, "list", PERSON, purpose, decide.scope_decisions)
     where = scope
     if after:
         at, rid = _parse_cursor(after)
@@ -118,58 +120,73 @@ async def list_people(actor: Actor, *, purpose: str, after: str | None = None, l
         rows = await raw(sql, *args)
         page, more = rows[:limit], len(rows) > limit
         await _audit(actor, Entry(action="list", entity=PERSON, purpose=purpose,
-                                  subjects=tuple(str(r["pseudonym"]) for r in page),
-                                  fields=_summary(decisions)))
+                                  subjects=tuple(str(r["pseudonym"]) for r in page), fields=decide.summary(page)))
     keys = keys_from_rows(get_kernel().keys, page)
-    return Page([_person_record(r, keys, decisions) for r in page], _cursor(page[-1]) if more else None)
+    return Page([_person_record(r, keys, decide.of(r)) for r in page], _cursor(page[-1]) if more else None)
+
+
+def _search_condition(field: str, query: str) -> tuple[str, list[Any], Callable[[Mapping[str, str | None]], bool]]:
+    """The blind-index condition of a search, its arguments, and the test a decrypted candidate must pass."""
+    if field in ("email", "phone"):
+        wanted = indexing.normalised(field, query)
+        values = indexing.lookup_values(field, query)
+
+        def same_value(plain: Mapping[str, str | None]) -> bool:
+            return plain.get(field) is not None and indexing.normalised(field, plain[field] or "") == wanted
+
+        return f"p.{field}_index IN ({', '.join('{}' for _ in values)})", list(values), same_value
+    tokens = sorted(name_tokens(query))
+    if not tokens:
+        raise Invalid({"query": "type at least two letters of a name"})
+    clauses, args = [], []
+    for token in tokens:
+        values = indexing.token_lookup(token)
+        clauses.append("p.id IN (SELECT person FROM crm_person_token WHERE token_index IN ("
+                       + ", ".join("{}" for _ in values) + "))")
+        args.extend(values)
+
+    def all_tokens(plain: Mapping[str, str | None]) -> bool:
+        return set(tokens) <= name_tokens(*(plain.get(f) for f in indexing.NAME_FIELDS))
+
+    return " AND ".join(clauses), args, all_tokens
 
 
 async def find_people(actor: Actor, *, purpose: str, field: str, query: str) -> list[Record]:
     """Search by email, phone or name through blind indexes; every candidate is confirmed by
     decrypting it, so a truncated index (shared by several people) never returns a wrong person.
-    A name query matches people whose names hold every token of the query."""
+    A name query matches people whose names hold every token of the query.
+
+    Each candidate is decided from its own relation to the viewer: one whose searched field is denied
+    is not decrypted at all. Candidates decrypted and found not to match are named too, in a second
+    event of the same transaction with outcome "rejected": their data was opened, so their access log
+    says so."""
     scope, scope_args, reach = _reach(actor, "read", purpose, LIST_FIELDS)
-    decisions = await _decide(actor, "read", purpose, PERSON, LIST_FIELDS, None, reach)
     searched = ["email"] if field == "email" else ["phone"] if field == "phone" else list(indexing.NAME_FIELDS)
-    probe = await _decide(actor, "read", purpose, PERSON, searched, None, reach)
-    if any(d.effect == "deny" for d in probe.values()):
-        raise await _denied(actor, "search", PERSON, purpose, probe)
-    fields = list(dict.fromkeys([*_visible(decisions), *searched]))
-    if field in ("email", "phone"):
-        wanted = indexing.normalised(field, query)
-        values = indexing.lookup_values(field, query)
-        where = f"p.{field}_index IN ({', '.join('{}' for _ in values)})"
-        args: list[Any] = list(values)
-
-        def matches(plain: Mapping[str, str | None]) -> bool:
-            return plain.get(field) is not None and indexing.normalised(field, plain[field] or "") == wanted
-    else:
-        tokens = sorted(name_tokens(query))
-        if not tokens:
-            raise Invalid({"query": "type at least two letters of a name"})
-        clauses, args = [], []
-        for token in tokens:
-            values = indexing.token_lookup(token)
-            clauses.append("p.id IN (SELECT person FROM crm_person_token WHERE token_index IN ("
-                           + ", ".join("{}" for _ in values) + "))")
-            args.extend(values)
-        where = " AND ".join(clauses)
-
-        def matches(plain: Mapping[str, str | None]) -> bool:
-            return set(tokens) <= name_tokens(*(plain.get(f) for f in indexing.NAME_FIELDS))
+    decide = RowDecisions(actor, "read", purpose, list(dict.fromkeys([*LIST_FIELDS, *searched])), reach)
+    if not decide.may_open(searched):
+        raise await _denied(actor, "search", PERSON, purpose, {f: decide.scope_decisions[f] for f in searched})
+    where, args, matches = _search_condition(field, query)
+    fields = decide.columns()
     async with write_transaction():
         # No ORDER BY: the planner must use the index lookup, not walk the keyset index by date.
         rows = await raw(_person_query(fields, f"{scope} AND {where}") + " LIMIT 200", *scope_args, *args)
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         keys = keys_from_rows(get_kernel().keys, rows)
-        confirmed = []
+        confirmed: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
         for r in rows:
             pid = _uuid(r["id"])
             dk = keys.get(pid)
-            if dk is not None and matches({f: decrypt_field(dk, PERSON, f, pid, r[f]) if r[f] else None
-                                           for f in searched}):
-                confirmed.append(r)
+            if dk is None or any(d.effect == "deny" for d in decide.of(r, searched).values()):
+                continue
+            plain = {f: decrypt_field(dk, PERSON, f, pid, r[f]) if r[f] else None for f in searched}
+            (confirmed if matches(plain) else rejected).append(r)
+        lookup = {f"{field}_index": "lookup"}
         await _audit(actor, Entry(action="search", entity=PERSON, purpose=purpose,
                                   subjects=tuple(str(r["pseudonym"]) for r in confirmed),
-                                  fields={f"{field}_index": "lookup", **_summary(decisions)}))
-    return [_person_record(r, keys, decisions) for r in confirmed[:50]]
+                                  fields={**lookup, **decide.summary(confirmed, LIST_FIELDS)}))
+        if rejected:
+            await _audit(actor, Entry(action="search", entity=PERSON, purpose=purpose, outcome="rejected",
+                                      subjects=tuple(str(r["pseudonym"]) for r in rejected),
+                                      fields={**lookup, **decide.summary(rejected, searched)}))
+    return [_person_record(r, keys, decide.of(r, LIST_FIELDS)) for r in confirmed[:50]]
