@@ -185,7 +185,7 @@ async def test_audit_events_never_hold_field_values(db: None) -> None:
                                 changes={"phone": "+49 221 9876543", "family_name": "Musterfrau"})
     await gateway.find_people(admin, purpose=PURPOSE, field="email", query=ERIKA["email"])
     await gateway.reveal_field(admin, purpose=PURPOSE, person_id=erika, field="birth_date",
-                               reason="identity check on the phone")
+                               reason="identity_check", note="on the phone")
     events = await _events()
     assert {e["action"] for e in events} >= {"create", "read", "update", "search", "reveal"}
     dumped = " ".join(str(v) for e in events for v in e.values())
