@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from server import gateway
 from server.actor import Actor
 from server.db import flush_deleted_pages
 from server.errors import Invalid
-from server.gateway import Page, Record
+from server.gateway import Page, ReasonView, Record
 from server.identity.service import remove_customer_accounts
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -105,10 +105,25 @@ async def update_person(actor: Actor, person_id: uuid.UUID, form: Mapping[str, s
     return sorted(changes)
 
 
-async def reveal(actor: Actor, person_id: uuid.UUID, field: str, reason_code: str, reason_text: str, *,
-                 purpose: str = "customer_service") -> str:
-    reason = " — ".join(p for p in (reason_code.strip(), reason_text.strip()) if p)
-    return await gateway.reveal_field(actor, purpose=purpose, person_id=person_id, field=field, reason=reason)
+async def reveal(actor: Actor, person_id: uuid.UUID, field: str, reason_code: str, ticket: str = "",
+                 note: str = "", *, purpose: str = "customer_service") -> str:
+    """Reveal one masked field: a reason from the list, an optional ticket reference, an optional note
+    (kept encrypted under the person's key, shown to them in their access log)."""
+    return await gateway.reveal_field(actor, purpose=purpose, person_id=person_id, field=field,
+                                      reason=reason_code, ticket=ticket, note=note)
+
+
+def reveal_reasons() -> dict[str, str]:
+    """The reasons the Reveal control offers: id -> title."""
+    return gateway.reveal_reasons()
+
+
+async def my_reveal_reasons(actor: Actor, recorded: Iterable[str]) -> dict[str, ReasonView]:
+    """For the signed-in customer's access log: each recorded reveal reason's title and ticket, and the
+    note staff wrote, opened with the customer's own data key."""
+    if actor.person_id is None:
+        return {}
+    return await gateway.explain_reasons(actor, person_id=actor.person_id, recorded=recorded)
 
 
 async def add_note(actor: Actor, person_id: uuid.UUID, body: str, *, purpose: str = "customer_service") -> None:

@@ -5,6 +5,7 @@ from server.gateway.people import (
     add_note,
     create_person,
     erase_person,
+    explain_reasons,
     find_people,
     get_person,
     import_people,
@@ -12,18 +13,22 @@ from server.gateway.people import (
     list_people,
     person_pseudonym,
     reveal_field,
+    reveal_reasons,
     shred_subjects,
     update_person,
 )
+from server.gateway.reasons import ReasonView
 from server.gateway.records import Page, Record
 
 __all__ = [
     "PERSON_FIELDS",
     "Page",
+    "ReasonView",
     "Record",
     "add_note",
     "create_person",
     "erase_person",
+    "explain_reasons",
     "find_people",
     "get_person",
     "import_people",
@@ -31,6 +36,7 @@ __all__ = [
     "list_people",
     "person_pseudonym",
     "reveal_field",
+    "reveal_reasons",
     "shred_subjects",
     "update_person",
 ]

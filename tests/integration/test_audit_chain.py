@@ -185,7 +185,7 @@ async def test_audit_events_never_hold_field_values(db: None) -> None:
                                 changes={"phone": "+49 221 9876543", "family_name": "Musterfrau"})
     await gateway.find_people(admin, purpose=PURPOSE, field="email", query=ERIKA["email"])
     await gateway.reveal_field(admin, purpose=PURPOSE, person_id=erika, field="birth_date",
-                               reason="identity check on the phone")
+                               reason="identity_check", note="on the phone")
     events = await _events()
     assert {e["action"] for e in events} >= {"create", "read", "update", "search", "reveal"}
     dumped = " ".join(str(v) for e in events for v in e.values())
@@ -238,7 +238,7 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
     async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people.append", broken)
+    monkeypatch.setattr("server.gateway.people._common.append", broken)
     result: Any = None
     with pytest.raises(RuntimeError, match="audit store unavailable"):
         result = await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
@@ -254,7 +254,7 @@ async def test_a_create_whose_audit_event_cannot_be_written_leaves_nothing_behin
     async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people.append", broken)
+    monkeypatch.setattr("server.gateway.people._common.append", broken)
     with pytest.raises(RuntimeError):
         await gateway.create_person(staff("admin"), purpose=PURPOSE, values=ERIKA)
     assert await raw("SELECT id FROM crm_person") == []
