@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from server.audit.checkpoints import checkpoint_now, latest_checkpoint
-from server.audit.signing import load_signing_key
+from server.audit.signing import load_signing_key, pinned_keys
 from server.audit.witness import WitnessError, configured
 from server.db import raw
 from server.settings import get_settings
@@ -67,8 +67,11 @@ async def run(interval: float) -> None:
 
 
 def start() -> None:
-    """Start the timer in this process (once), when MUTUAL_AUDIT_SIGN_SECONDS is above 0."""
+    """Start the timer in this process (once), when MUTUAL_AUDIT_SIGN_SECONDS is above 0. A pinned key or a
+    witness that cannot be understood stops the start with the message that names it."""
     global _task
+    pinned_keys()
+    configured()
     seconds = get_settings().audit_sign_seconds
     if seconds > 0 and _task is None:
         _task = asyncio.get_running_loop().create_task(run(seconds), name="audit-head-signing")

@@ -121,6 +121,7 @@ def verify_export(path: Path, trusted_key_ids: Collection[str] | None = None) ->
         return VerifyResult(False, 0, "the file does not end with its signed head (it is cut short)")
     checkpoints, head = ended
     walk: _Walk | None = None
+    unfiltered = True
 
     def fail(problem: str, seq: int | None) -> VerifyResult:
         return VerifyResult(False, walk.checked if walk else 0, problem, seq)
@@ -149,6 +150,7 @@ def verify_export(path: Path, trusted_key_ids: Collection[str] | None = None) ->
                 return fail(f"the export starts at event {first}, but no validly signed checkpoint at event "
                             f"{first - 1} anchors it", first)
             walk = _Walk(log_id, prev, first, marks)
+            unfiltered = not doc.get("filters") and not doc.get("person")
             continue
         if doc is None:
             return fail(f"line {number} is not a JSON object (after event {walk.seq - 1})", walk.seq)
@@ -158,6 +160,9 @@ def verify_export(path: Path, trusted_key_ids: Collection[str] | None = None) ->
         try:
             if kind == "event":
                 problem = walk.at(int(doc["seq"])) or walk.event(doc)
+            elif kind == "omitted" and unfiltered:
+                return fail(f"event {doc.get('seq')}: left out of an export that says it has no filter (events "
+                            "were replaced by their digests)", walk.seq)
             elif kind == "omitted":
                 problem = walk.at(int(doc["seq"])) or walk.omitted_events(doc["events"])
             else:

@@ -72,7 +72,7 @@ async def _append(count: int, batch: int | None = None) -> None:
 
 
 async def _events() -> list[dict[str, Any]]:
-    return await raw("SELECT * FROM audit_event ORDER BY seq")
+    return [dict(row) for row in await raw("SELECT * FROM audit_event ORDER BY seq")]
 
 
 async def _log_id() -> str:
@@ -280,3 +280,12 @@ async def test_a_new_event_re_hashed_in_the_old_format_is_a_downgrade_and_fails(
     assert result.verdict == "BROKEN" and result.first_bad_seq == 4
     assert "format 1 after events of format 2" in result.problem
 
+
+
+def test_a_pinned_key_that_is_not_a_key_is_refused_with_the_fix(configure: Any) -> None:
+    configure(MUTUAL_AUDIT_PUBLIC_KEY="not-a-key")
+    with pytest.raises(ValueError, match="mutual audit public-key"):
+        signing.pinned_keys()
+    configure(MUTUAL_AUDIT_PUBLIC_KEY=None, MUTUAL_AUDIT_WITNESS="ftp://example.org/heads")
+    with pytest.raises(ValueError, match="unknown kind 'ftp'; known: file"):
+        anchor.start()

@@ -18,7 +18,7 @@ from server.actor import system_actor
 from server.audit import service
 from server.audit.chain import Entry, append_many, event_hash
 from server.audit.export_verify import verify_export
-from server.audit.format import link, row_text
+from server.audit.format import content_digest, link, row_text
 from server.audit.signing import load_signing_key, pin, pinned_keys, public_raw, sign_checkpoint
 from server.cli import main
 from server.db import raw
@@ -82,6 +82,11 @@ async def test_an_event_deleted_from_the_middle_of_an_export_is_named_by_its_seq
     assert "event 4 missing from the export" in result.problem
     # The old check only linked consecutive seqs, so a gap passed; now the next one's link is not enough.
     assert main(["audit", "verify", "--file", str(path)]) == 1
+    event_4 = next(line for line in lines if line.get("seq") == 4)
+    proof = {"kind": "omitted", "seq": 4, "events": [[2, content_digest(row_text(event_4))]]}
+    _write(path, [proof if line is event_4 else line for line in lines])  # hidden behind a valid digest
+    hidden = verify_export(path, pinned_keys())
+    assert hidden.verdict == "BROKEN" and "left out of an export that says it has no filter" in hidden.problem
 
 
 async def test_a_cut_tail_fails_against_the_head_signed_at_export(db: None, tmp_path: Path) -> None:
@@ -202,7 +207,7 @@ async def test_a_filtered_export_over_old_format_events_links_them_by_their_stor
 async def _to_format_1() -> None:
     """Re-hash every stored event the old way and drop the checkpoints: a chain written before format 2."""
     prev = "0" * 64
-    for event in await raw("SELECT * FROM audit_event ORDER BY seq"):
+    for event in map(dict, await raw("SELECT * FROM audit_event ORDER BY seq")):
         event["format_version"] = 1
         digest = link(1, prev, row_text(event), "")
         await raw('UPDATE audit_event SET prev_hash = {}, "hash" = {}, format_version = 1 WHERE seq = {}',
