@@ -197,7 +197,8 @@ class ChainVerifier:
         for seq in sorted(s for s in self.marks if s > end):
             return VerifyResult(False, self.checked, f"checkpoint at event {seq}: the chain ends before it, at "
                                 f"event {end} (events were removed from the end)", seq)
-        return VerifyResult(True, self.checked, checkpoints=len(self.marks), witnessed=tuple(sorted(self.witnessed)))
+        compared = tuple(sorted(s for s in self.witnessed if s >= self.start))  # older ones were pruned
+        return VerifyResult(True, self.checked, checkpoints=len(self.marks), witnessed=compared)
 
 
 def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None = None,

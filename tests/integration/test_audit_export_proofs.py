@@ -215,3 +215,21 @@ async def _to_format_1() -> None:
         prev = digest
     await raw("DELETE FROM audit_checkpoint")
     await raw("UPDATE audit_head SET \"hash\" = {} WHERE name = 'main'", prev)
+
+
+async def test_an_export_of_a_pruned_chain_starts_from_its_signed_anchor_and_a_forged_start_fails(
+        db: None, tmp_path: Path) -> None:
+    from server.audit.checkpoints import _checkpoint_at
+
+    await _append([ERIKA_PSEUDONYM] * 6)
+    third = (await raw('SELECT "hash" FROM audit_event WHERE seq = 3'))[0]["hash"]
+    await _checkpoint_at(3, third)  # what `mutual audit prune` signs before deleting events 1-3
+    await raw("DELETE FROM audit_event WHERE seq <= 3")
+    path = tmp_path / "pruned.jsonl"
+    lines = await _export(path)
+    assert lines[0]["first_seq"] == 4 and _seqs(lines) == [4, 5, 6, 7]
+    assert verify_export(path, pinned_keys()).verdict == "INTACT"
+    lines[0]["first_seq"] = 5  # event 4 dropped and the start moved past it: no signed anchor at 4
+    _write(path, [line for line in lines if line.get("seq") != 4])
+    result = verify_export(path, pinned_keys())
+    assert result.verdict == "BROKEN" and "no validly signed checkpoint at event 4 anchors it" in result.problem
