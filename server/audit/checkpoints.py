@@ -27,8 +27,8 @@ from server.db import is_sqlite, raw, write_transaction
 __all__ = [
     "CHECKPOINT_EVERY", "EXPORT_EVENT_FIELDS", "EXPORT_FORMAT", "checkpoint_message", "checkpoint_now",
     "checkpoint_problem", "checkpoints_covering", "ensure_dev_signing_key", "key_id", "latest_checkpoint",
-    "maybe_checkpoint", "prune", "sign_checkpoint", "trusted_key_id", "verify_checkpoint", "verify_export",
-    "write_signing_key",
+    "maybe_checkpoint", "prune", "sign_checkpoint", "signed_head", "trusted_key_id", "verify_checkpoint",
+    "verify_export", "write_signing_key",
 ]
 
 CHECKPOINT_EVERY = int(os.environ.get("MUTUAL_AUDIT_CHECKPOINT_EVERY", "1000"))
