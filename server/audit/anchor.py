@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
+import anyio
+
 from server.audit.checkpoints import checkpoint_now, latest_checkpoint
 from server.audit.signing import load_signing_key, pinned_keys
 from server.audit.witness import WitnessError, configured
@@ -50,7 +52,7 @@ async def tick() -> dict[str, Any] | None:
     if heads and int(heads[0]["seq"]) > (int(newest["seq"]) if newest else 0) and load_signing_key() is not None:
         newest = await checkpoint_now()
     if newest is not None and "signature" in newest:
-        publish(newest)
+        await anyio.to_thread.run_sync(publish, newest)  # file syncs and HTTP calls stay off the event loop
     return newest
 
 

@@ -1,8 +1,9 @@
 """Witnesses: places outside the database that keep the signed heads this log published.
 
 A witness is configured by URL in MUTUAL_AUDIT_WITNESS (comma-separated). Each scheme maps to a class
-with `publish(head)` and `newest()`; `file` (an append-only JSON Lines file, ideally on another machine
-or an append-only mount) is built in, and WITNESS_KINDS takes more.
+with `publish(head)` and `newest()`; built in are `file` (an append-only JSON Lines file, ideally on another
+machine or an append-only mount) and `https` (a service that keeps what is POSTed to it and answers a GET
+with the newest entry), and WITNESS_KINDS takes more.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,19 +78,59 @@ class FileWitness:
             return None
         if not line.strip():
             return None
-        try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise WitnessError(f"the last line of witness {self.path} is not JSON; a witness file is only "
-                               "ever appended to, so it was damaged: restore it from its own copy") from exc
-        if not isinstance(entry, dict) or entry.get("format") != WITNESS_FORMAT or not all(
-                k in entry for k in HEAD_FIELDS):
-            raise WitnessError(f"the last line of witness {self.path} is not a {WITNESS_FORMAT} head")
-        return entry
+        return _entry(line, f"{self.name} (a file only ever appended to: restore it from its own copy)")
 
 
 class WitnessError(RuntimeError):
     """A witness cannot be read or written; the message names it and the fix."""
+
+
+class HttpWitness:
+    """A witness service: POST url with one entry (JSON) keeps it; GET url answers the newest entry as JSON
+    (204 or 404 when it holds none). The service, not Mutual, must refuse to forget or rewrite entries."""
+
+    TIMEOUT = 5.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.name = f"url {url.split('?', 1)[0]}"
+
+    def publish(self, head: Mapping[str, Any]) -> None:
+        entry = {"kind": "head", "format": WITNESS_FORMAT, **{k: head[k] for k in HEAD_FIELDS},
+                 "witnessed_at": iso(dt.datetime.now(dt.UTC))}
+        request = urllib.request.Request(self.url, data=json.dumps(entry, sort_keys=True).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.TIMEOUT):  # noqa: S310 - the operator's URL
+                pass
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise WitnessError(f"{self.name} did not take the head ({exc}); check the URL and that it answers") \
+                from exc
+
+    def newest(self) -> dict[str, Any] | None:
+        request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.TIMEOUT) as response:  # noqa: S310
+                if response.status == 204:
+                    return None
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise WitnessError(f"{self.name} answered {exc.code}; check the URL") from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise WitnessError(f"{self.name} cannot be reached ({exc})") from exc
+        return _entry(body, self.name)
+
+
+def _entry(line: bytes, name: str) -> dict[str, Any]:
+    try:
+        entry = json.loads(line)
+    except ValueError as exc:
+        raise WitnessError(f"the newest entry of witness {name} is not JSON") from exc
+    if not isinstance(entry, dict) or entry.get("format") != WITNESS_FORMAT or not all(k in entry for k in HEAD_FIELDS):
+        raise WitnessError(f"the newest entry of witness {name} is not a {WITNESS_FORMAT} head")
+    return entry
 
 
 def _file(url: str) -> Witness:
@@ -98,7 +141,8 @@ def _file(url: str) -> Witness:
     return FileWitness(Path(path))
 
 
-WITNESS_KINDS: dict[str, Callable[[str], Witness]] = {"file": _file, "": _file}
+WITNESS_KINDS: dict[str, Callable[[str], Witness]] = {"file": _file, "": _file, "https": HttpWitness,
+                                                      "http": HttpWitness}
 """URL scheme -> witness factory (a bare path is a file)."""
 
 

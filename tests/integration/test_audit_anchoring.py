@@ -289,3 +289,45 @@ def test_a_pinned_key_that_is_not_a_key_is_refused_with_the_fix(configure: Any) 
     configure(MUTUAL_AUDIT_PUBLIC_KEY=None, MUTUAL_AUDIT_WITNESS="ftp://example.org/heads")
     with pytest.raises(ValueError, match="unknown kind 'ftp'; known: file"):
         anchor.start()
+
+
+@pytest.fixture
+def witness_service(configure: Any) -> Iterator[list[dict[str, Any]]]:
+    """A witness service on loopback: keeps every POSTed head, answers GET with the newest."""
+    import http.server
+    import threading
+
+    kept: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server hook
+            kept.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(201)
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps(kept[-1]).encode() if kept else b""
+            self.send_response(200 if kept else 204)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    configure(MUTUAL_AUDIT_WITNESS=f"http://127.0.0.1:{server.server_port}/heads")
+    yield kept
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_cut_tail_is_detected_against_a_witness_service_as_well(
+        db: None, witness_service: list[dict[str, Any]]) -> None:
+    await _append(5, batch=1)
+    await anchor.tick()
+    assert [e["seq"] for e in witness_service] == [5]
+    await _cut_tail(keep=4)
+    result = await verify_database()
+    assert result.verdict == "BROKEN" and "the head witnessed at event 5 (url http://127.0.0.1:" in result.problem
