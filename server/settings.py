@@ -43,6 +43,15 @@ class Settings:
     """PEM (PKCS8) Ed25519 private key that signs audit checkpoints; separate from the encryption keys."""
     audit_retention_days: int
     """`mutual audit prune` deletes audit events older than this, after signing a checkpoint."""
+    audit_public_keys: tuple[str, ...]
+    """The trusted audit public keys, pinned (MUTUAL_AUDIT_PUBLIC_KEY, comma-separated: each the base64 raw key
+    or its sha256 fingerprint, as `mutual audit public-key` prints); empty: verification says UNANCHORED."""
+    audit_sign_seconds: int
+    """Each app process signs the audit head this often when events came since the last checkpoint, and
+    publishes it to the witnesses (0: only every MUTUAL_AUDIT_CHECKPOINT_EVERY events)."""
+    audit_witnesses: tuple[str, ...]
+    """Where signed heads are published outside the database (MUTUAL_AUDIT_WITNESS, comma-separated:
+    file:///path or a path, an append-only JSON Lines file); `mutual audit verify` compares against them."""
     staff_mfa: str
     """required (default): staff who sign in with a password must pass a second factor, and enrol
     one first if they have none; optional: a second factor is asked for only when enrolled."""
@@ -122,6 +131,10 @@ def _optional_minutes(name: str, default: str) -> int | None:
     return int(value)
 
 
+def _listed(name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
+
+
 def _flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:
@@ -150,6 +163,9 @@ def get_settings() -> Settings:
         reveal_minutes=int(os.environ.get("MUTUAL_REVEAL_MINUTES", "10")),
         audit_signing_key_file=Path(os.environ.get("MUTUAL_AUDIT_SIGNING_KEY", key_file.parent / "audit-signing.key")),
         audit_retention_days=int(os.environ.get("MUTUAL_AUDIT_RETENTION_DAYS", str(6 * 365))),
+        audit_public_keys=_listed("MUTUAL_AUDIT_PUBLIC_KEY"),
+        audit_sign_seconds=int(os.environ.get("MUTUAL_AUDIT_SIGN_SECONDS", "60")),
+        audit_witnesses=_listed("MUTUAL_AUDIT_WITNESS"),
         staff_mfa=_choice("MUTUAL_STAFF_MFA", "required", ("required", "optional")),
         reauth_minutes=int(os.environ.get("MUTUAL_REAUTH_MINUTES", "15")),
         pending_signin_minutes=int(os.environ.get("MUTUAL_PENDING_SIGNIN_MINUTES", "10")),

@@ -56,6 +56,22 @@ from server.audit.checkpoints import write_signing_key  # noqa: E402
 
 write_signing_key(_VAR / "audit-signing.key")
 
+
+def _pin_audit_key() -> None:
+    """Pin the test signing key, as an operator does, so verification can say intact; no timer by default."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((_VAR / "audit-signing.key").read_bytes(), password=None)
+    raw_public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    os.environ["MUTUAL_AUDIT_PUBLIC_KEY"] = base64.b64encode(raw_public).decode()
+    os.environ["MUTUAL_AUDIT_SIGN_SECONDS"] = "0"
+    os.environ.pop("MUTUAL_AUDIT_WITNESS", None)
+
+
+_pin_audit_key()
+
 ALL_TABLES = (
     "crm_note", "crm_person", "crm_organisation", "vault_subject_key", "identity_session",
     "identity_signin_failure", "identity_customer_account", "identity_staff_account",

@@ -17,6 +17,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.actor import system_actor
+from server.audit import anchor
 from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
@@ -92,6 +93,7 @@ async def _startup(app: Litestar) -> None:
         await engine().start_connection_pool()
         await check_database_keys()
         await _record_policy_version(app.state.face)
+        anchor.start()
     _POOL_USERS += 1
 
 
@@ -99,6 +101,7 @@ async def _shutdown(app: Litestar) -> None:
     global _POOL_USERS
     _POOL_USERS -= 1
     if _POOL_USERS == 0:
+        await anchor.stop()
         await engine().close_connection_pool()
 
 

@@ -18,7 +18,7 @@ from tests.support import ERIKA, MAX, staff
 PURPOSE = "customer_service"
 COPY_COLUMNS = (
     '"at", request_id, face, actor_kind, actor_id, "role", "action", entity, subjects, "fields", '
-    'purpose, reason, policy_version, outcome, prev_hash, "hash"'
+    'purpose, reason, policy_version, outcome, prev_hash, "hash", format_version'
 )
 
 
@@ -122,11 +122,12 @@ async def test_a_correctly_hashed_event_slipped_between_two_events_breaks_the_ne
     await raw("UPDATE audit_event SET id = id + {}, seq = seq + {} WHERE seq > {}", shift, shift, 3)
     await raw("UPDATE audit_event SET seq = seq - {} + 1 WHERE seq > {}", shift, shift)
     forged = {**third, "seq": 4, "purpose": "forged", "prev_hash": third["hash"]}
-    forged["hash"] = event_hash(third["hash"], forged)
+    log_id = (await raw("SELECT log_id FROM audit_head"))[0]["log_id"]
+    forged["hash"] = event_hash(third["hash"], forged, log_id)
     await raw(
         f"INSERT INTO audit_event (id, seq, {COPY_COLUMNS}) SELECT {{}}, {{}}, "
         '"at", request_id, face, actor_kind, actor_id, "role", "action", entity, subjects, '
-        '"fields", {}, reason, policy_version, outcome, {}, {} FROM audit_event WHERE seq = {}',
+        '"fields", {}, reason, policy_version, outcome, {}, {}, format_version FROM audit_event WHERE seq = {}',
         gap_after + 1, 4, "forged", forged["prev_hash"], forged["hash"], 3,
     )
     assert [e["seq"] for e in await _events()] == list(range(1, total + 2))
