@@ -118,6 +118,12 @@ def reveal_reasons() -> dict[str, str]:
     return gateway.reveal_reasons()
 
 
+def describe_reasons(recorded: Iterable[str]) -> dict[str, str]:
+    """For the compliance console: each recorded reveal reason in words (title, ticket, whether a sealed
+    note is there; never the note's ciphertext); other texts as recorded."""
+    return {text: gateway.describe_reason(text) for text in set(recorded) if text}
+
+
 async def my_reveal_reasons(actor: Actor, recorded: Iterable[str]) -> dict[str, ReasonView]:
     """For the signed-in customer's access log: each recorded reveal reason's title and ticket, and the
     note staff wrote, opened with the customer's own data key."""

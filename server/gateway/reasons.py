@@ -101,6 +101,20 @@ def parse(text: str, known: Mapping[str, str]) -> Reason | None:
     return Reason(code, found.get("ticket", ""), found.get("note", ""))
 
 
+def describe(text: str, known: Mapping[str, str]) -> str:
+    """A recorded reason in words for staff: the code's title, the ticket, and whether a sealed note is
+    there (never the note's ciphertext); any other text as recorded."""
+    reason = parse(text, known)
+    if reason is None:
+        return text
+    parts = [known[reason.code]]
+    if reason.ticket:
+        parts.append(f"ticket {reason.ticket}")
+    if reason.note_token:
+        parts.append("note sealed for the person")
+    return " · ".join(parts)
+
+
 def open_note(reason: Reason, dk: DataKey | None, subject_id: uuid.UUID) -> str | None:
     """The note in clear text, or None when there is none or it cannot be opened (the key is shredded)."""
     if not reason.note_token or dk is None or dk.subject_id != subject_id:

@@ -127,3 +127,11 @@ def test_a_recorded_reason_is_read_back_and_other_text_is_not_taken_for_one() ->
                   "support_case ticket=1 ticket=2", "restored from backup.tar"):
         assert reasons.parse(other, known) is None, other
 
+
+
+def test_the_compliance_console_shows_a_reason_in_words_never_the_note_ciphertext() -> None:
+    known = {"support_case": "Working on a support case"}
+    shown = reasons.describe("support_case ticket=T-1 note=v1.abcdef", known)
+    assert shown == "Working on a support case · ticket T-1 · note sealed for the person"
+    assert "abcdef" not in shown
+    assert reasons.describe("restored from backup.tar", known) == "restored from backup.tar"

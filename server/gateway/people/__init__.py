@@ -4,7 +4,7 @@ from server.gateway.people._common import PERSON_FIELDS
 from server.gateway.people.erasure import erase_person, shred_subjects
 from server.gateway.people.notes import add_note, list_notes
 from server.gateway.people.reads import find_people, get_person, list_people, person_pseudonym
-from server.gateway.people.reveal import explain_reasons, reveal_field, reveal_reasons
+from server.gateway.people.reveal import describe_reason, explain_reasons, reveal_field, reveal_reasons
 from server.gateway.people.writes import create_person, import_people, update_person
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "add_note",
     "create_person",
     "erase_person",
+    "describe_reason",
     "explain_reasons",
     "find_people",
     "get_person",

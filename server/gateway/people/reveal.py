@@ -25,6 +25,11 @@ def reveal_reasons() -> dict[str, str]:
     return {r.id: r.title_en for r in get_kernel().policies.reveal_reasons.values()}
 
 
+def describe_reason(text: str) -> str:
+    """A recorded reason as the compliance console shows it (see `reasons.describe`)."""
+    return reasons.describe(text, reveal_reasons())
+
+
 async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, field: str, reason: str,
                        ticket: str = "", note: str = "") -> str:
     """One deliberate step for a sensitive field: a reason from the fixed list is required and recorded,
