@@ -60,12 +60,13 @@ class SignedIn:
 
 async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method: str, device: str = "",
                        stage: str = "full", replaces: str | None = None, clear_keys: tuple[str, ...] = (),
-                       subjects: tuple[str, ...] = (),
+                       subjects: tuple[str, ...] = (), give_back: limits.Attempt | None = None,
                        authenticated_at: dt.datetime | None | Literal["now"] = "now") -> SignedIn:
     """A new session with a new token (a sign-in never keeps an old token), atomically with the
     deletion of the session it `replaces`, the account's failure count and the audit event.
     `authenticated_at` is when the person proved who they are: now, or for single sign-on the
-    provider's time (None: not known, so never a recent sign-in, ASVS 7.5.1).
+    provider's time (None: not known, so never a recent sign-in, ASVS 7.5.1). The right guess that
+    opens it (`give_back`, counted before it was checked) stops counting in the same step.
 
     A session that waits for a second factor lives `pending_signin_minutes` and is never resumed
     as a signed-in session; `complete_signin` replaces it."""
@@ -85,6 +86,8 @@ async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method
                                      device=device[:64]))
         for key in clear_keys:
             await limits.clear("signin", face, key)
+        if give_back is not None:
+            await limits.give_back(give_back)
         await purge_expired(now)
         if stage == "full":
             await audit_security(actor, "signin", "ok", subjects, {"method": method})
@@ -100,9 +103,14 @@ async def purge_expired(now: dt.datetime) -> None:
     await SigninFailure.delete().where(SigninFailure.at < now - limits.MEMORY)
 
 
-async def record_failure(face: str, keys: list[str], anonymous: Actor, kind: str = "signin") -> SignInFailed:
+async def record_failure(face: str, keys: list[str], anonymous: Actor, kind: str = "signin",
+                         attempt: limits.Attempt | None = None) -> SignInFailed:
+    """A wrong guess: counted now, or (`attempt`) already counted before it was checked by `limits.take`."""
     async with write_transaction():
-        await limits.record(kind, face, keys)
+        if attempt is None:
+            await limits.record(kind, face, keys)
+        else:
+            await limits.failed(attempt)
         await audit_security(anonymous, "signin" if kind == "signin" else f"signin_{kind}", "failed")
     return SignInFailed(GENERIC_FAILURE)
 
@@ -121,11 +129,11 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     if not username or not password:
         raise Invalid({"username": "enter your user name and password"})
     keys = limits.account_keys("staff", username, client)
-    await limits.check("signin", "backoffice", keys)
+    attempt = await limits.take("signin", "backoffice", keys)
     rows = await StaffAccount.select().where((StaffAccount.username == username) & (StaffAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
     if not await verify_password(account["password_hash"] if account else None, password) or account is None:
-        raise await record_failure("backoffice", keys, anonymous_actor("backoffice", request_id))
+        raise await record_failure("backoffice", keys, anonymous_actor("backoffice", request_id), attempt=attempt)
     actor = staff_actor(account, request_id)
     if needs_rehash(account["password_hash"]):
         await StaffAccount.update({StaffAccount.password_hash: await hash_password(password)}).where(
@@ -136,7 +144,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     elif get_settings().staff_mfa == "required":
         stage = "enrol"
     return await open_session("backoffice", account["id"], actor, method="password", device=device,
-                              stage=stage, clear_keys=(keys[0], keys[2]), replaces=replaces)
+                              stage=stage, clear_keys=(keys[0], keys[2]), replaces=replaces, give_back=attempt)
 
 
 class NotVerified(Exception):
@@ -153,20 +161,21 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
         raise Invalid({"email": "enter your email address and password"})
     index = blind_index(get_kernel().keys, "signin", normalise_email(email))
     keys = limits.account_keys("customer", index, client)
-    await limits.check("signin", "portal", keys)
+    attempt = await limits.take("signin", "portal", keys)
     rows = await CustomerAccount.select().where(
         (CustomerAccount.email_index == index) & (CustomerAccount.active == True))  # noqa: E712
     account = rows[0] if rows else None
     if not await verify_password(account["password_hash"] if account else None, password) or account is None:
-        raise await record_failure("portal", keys, anonymous_actor("portal", request_id))
+        raise await record_failure("portal", keys, anonymous_actor("portal", request_id), attempt=attempt)
     if account["verified_at"] is None:
+        await limits.give_back(attempt)  # the password was right: not a failure, whatever happens next
         raise NotVerified(account["id"])
     actor = customer_actor(account, request_id)
     if needs_rehash(account["password_hash"]):
         await CustomerAccount.update({CustomerAccount.password_hash: await hash_password(password)}).where(
             CustomerAccount.id == account["id"])
     return await open_session("portal", account["id"], actor, method="password", device=device,
-                              clear_keys=(keys[0], keys[2]), replaces=replaces)
+                              clear_keys=(keys[0], keys[2]), replaces=replaces, give_back=attempt)
 
 
 @dataclass(frozen=True)
@@ -314,10 +323,12 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     if stored and not await _just_reset(current_token):
         # Whoever holds a session must not guess the password here faster than at the sign-in form.
         keys = [current_password_key(actor.id)]
-        await limits.check("signin", actor.face, keys)
+        attempt = await limits.take("signin", actor.face, keys)
         if not await verify_password(stored, current):
-            await limits.record("signin", actor.face, keys)
+            async with write_transaction():
+                await limits.failed(attempt)
             raise Invalid({"current": "the current password is not correct"})
+        await limits.give_back(attempt)
     if problem := password_problem(new, personal=(actor.display,) if actor.kind == "staff" else ()):
         raise Invalid({"password": problem})
     new_hash = await hash_password(new)
