@@ -11,12 +11,12 @@ from server.settings import get_settings
 from server.vault.blind import (
     index_bits,
     name_tokens,
-    normalise_email,
     normalise_phone,
     search_index,
     search_indexes,
 )
 from server.vault.cipher import decrypt_field
+from server.vault.email_address import normalise_email
 from server.vault.store import KEY_COLUMNS, key_join, keys_from_rows
 
 NAME_FIELDS = ("given_name", "family_name")

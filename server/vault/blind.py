@@ -27,10 +27,6 @@ _TOKEN_SPLIT = re.compile(r"[^\w]+")
 MIN_BITS, MAX_BITS = 8, 32
 
 
-def normalise_email(value: str) -> str:
-    return unicodedata.normalize("NFKC", value).strip().casefold()
-
-
 def normalise_phone(value: str, region: str) -> str:
     """E.164 when the number parses (+4930123456); else its digits, so lookups still agree."""
     try:
