@@ -85,6 +85,13 @@ def serve_command(app: str, host: str, port: int) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from server.mail import MailNotConfigured, check_mail_settings
+
+    try:
+        check_mail_settings(get_settings())
+    except MailNotConfigured as exc:
+        print(f"mutual: {exc}", file=sys.stderr)
+        return 2
     _dev_keys()
     require_kernel()
     # Demo accounts have published passwords: only development mode (`make run`) seeds them.

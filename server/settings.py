@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -14,8 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     var_dir: Path
     """Where the SQLite file, the development key file and logs live."""
-    database_url: str
-    """sqlite:///path or postgresql://user@host:port/db."""
+    database_url: str = field(repr=False)
+    """sqlite:///path or postgresql://user:password@host:port/db (may hold a password: not in repr)."""
     key_file: Path
     """JSON file holding the key-encryption and blind-index keys; never inside the database."""
     dev_mode: bool
@@ -62,15 +62,19 @@ class Settings:
     email_link_minutes: int
     """Lifetime of an emailed sign-in, verification or reset link (single use, bound to the browser)."""
     smtp_host: str
-    """SMTP server for outgoing mail; empty: mail goes to `mail_outbox` instead."""
+    """SMTP server for outgoing mail. Empty: mail goes to `mail_outbox`, which only development mode or
+    `mail_dev_outbox` allows; otherwise the faces refuse to start."""
     smtp_port: int
     smtp_security: str
     """none, starttls or tls."""
     smtp_user: str
-    smtp_password: str
+    smtp_password: str = field(repr=False)
     mail_from: str
     mail_outbox: Path
     """Directory that receives mails as .eml files when no SMTP host is set (development)."""
+    mail_dev_outbox: bool
+    """MUTUAL_MAIL_DEV_OUTBOX=1: use the outbox without development mode (the test suite); the outbox holds
+    addresses and live sign-in links in plain text, so never in production."""
     portal_origin: str
     """Public origin of the portal (https://portal.example.org); links in mails and the WebAuthn origin.
     Empty: taken from the request, which is only right behind a proxy that sets the Host header."""
@@ -78,7 +82,7 @@ class Settings:
     oidc_issuer: str
     """OpenID provider for staff single sign-on; empty: SSO is off."""
     oidc_client_id: str
-    oidc_client_secret: str
+    oidc_client_secret: str = field(repr=False)
     oidc_scopes: str
     oidc_role_claim: str
     """Claim holding the user's groups or roles, e.g. groups."""
@@ -177,6 +181,7 @@ def get_settings() -> Settings:
         smtp_password=os.environ.get("MUTUAL_SMTP_PASSWORD", ""),
         mail_from=os.environ.get("MUTUAL_MAIL_FROM", "Mutual <no-reply@localhost>"),
         mail_outbox=Path(os.environ.get("MUTUAL_MAIL_OUTBOX", var_dir / "outbox")),
+        mail_dev_outbox=_flag("MUTUAL_MAIL_DEV_OUTBOX", False),
         portal_origin=os.environ.get("MUTUAL_PORTAL_ORIGIN", "").rstrip("/"),
         backoffice_origin=os.environ.get("MUTUAL_BACKOFFICE_ORIGIN", "").rstrip("/"),
         oidc_issuer=os.environ.get("MUTUAL_OIDC_ISSUER", "").rstrip("/"),

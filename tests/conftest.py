@@ -17,6 +17,9 @@ os.environ["MUTUAL_VAR_DIR"] = str(_VAR)
 os.environ["MUTUAL_KEY_FILE"] = str(_VAR / "keys.json")
 os.environ.pop("MUTUAL_KEYS", None)
 os.environ.pop("MUTUAL_DEV", None)
+# Mail goes to the outbox in tests; outside development only this explicit flag allows that.
+os.environ["MUTUAL_MAIL_DEV_OUTBOX"] = "1"
+os.environ.pop("MUTUAL_SMTP_HOST", None)
 # The faces' public origins, as production sets them (the face tests speak to https://testserver.local).
 os.environ["MUTUAL_PORTAL_ORIGIN"] = os.environ["MUTUAL_BACKOFFICE_ORIGIN"] = "https://testserver.local"
 # Providers re-check the key file on every use, so tests see another process's rotation at once.

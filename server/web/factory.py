@@ -22,6 +22,7 @@ from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
 from server.kernel import check_database_keys, get_kernel
+from server.mail import check_mail_settings
 from server.policy.snapshot import load_snapshot, record_loaded
 from server.settings import get_settings
 from server.vault.store import request_key_cache
@@ -141,6 +142,7 @@ def _request_key_cache(app: ASGIApp) -> ASGIApp:
 
 def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], templates: Path, static: Path,
                     debug: bool = False) -> Litestar:
+    check_mail_settings(get_settings())  # no plain-text outbox of live links outside development
     kernel = get_kernel()
     _, csrf_key = kernel.keys.index_key("csrf")
     app = Litestar(
