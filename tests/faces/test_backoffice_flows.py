@@ -66,7 +66,8 @@ async def test_an_invalid_email_comes_back_422_with_the_input_kept_and_the_field
     for field in ("given_name", "family_name", "email", "phone", "birth_date"):
         assert f'value="{html.escape(form[field])}"' in response.text, f"{field} was not kept"
     assert html.escape(form["address"]) in response.text
-    assert "Email is not an email address; use the form name@example.org" in text_of(response.text)
+    assert ("Email is not an email address we can use (An email address must have an @-sign.); use the form "
+            "name@example.org") in text_of(response.text)
     assert re.search(r'<input id="email"[^>]*aria-invalid="true"', response.text), "email not marked invalid"
     assert await events_since(before) == [], "a refused form must not create anyone"
 
