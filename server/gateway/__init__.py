@@ -1,5 +1,6 @@
 """The one door to personal data: policy decision, audit in the same transaction, vault."""
 
+from server.gateway.erasure import finish_erasure
 from server.gateway.people import (
     PERSON_FIELDS,
     add_note,
@@ -25,6 +26,7 @@ __all__ = [
     "create_person",
     "erase_person",
     "find_people",
+    "finish_erasure",
     "get_person",
     "import_people",
     "list_notes",

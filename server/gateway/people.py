@@ -482,7 +482,7 @@ async def erase_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
                                   subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
         if also is not None:
             await also(person_id)
-        record_erasure(get_settings().erasure_ledger, person_id)
+        record_erasure(get_settings().erasure_ledger, get_kernel().keys, person_id)
         await shred_subjects([person_id])
 
 

@@ -49,6 +49,8 @@ class KeyProvider(Protocol):
 
     def index_key_versions(self, name: str) -> list[tuple[str, bytes]]: ...
 
+    def ledger_key(self) -> tuple[str, bytes]: ...
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -83,6 +85,8 @@ class FileKeyProvider:
     index_versions: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     """Every key of each blind index, the active one first (lookups during an index rebuild)."""
     path: Path | None = None
+    ledger_root: tuple[str, bytes] | None = None
+    """Root of the erasure ledger's HMAC subkey; it outlives every key-encryption key."""
     _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
 
@@ -134,6 +138,17 @@ class FileKeyProvider:
         active = self.index_key(name)
         return self.index_versions.get(name) or [active]
 
+    def ledger_key(self) -> tuple[str, bytes]:
+        """(root id, HKDF subkey) that keys the erasure ledger's hashes of subject ids."""
+        from server.vault.subkeys import LEDGER_LABEL, derive
+
+        if self.ledger_root is None and self.path is not None:
+            self._reload()
+        if self.ledger_root is None:
+            raise KeyError_("the key document has no erasure-ledger key (ledger.id/ledger.key); add one with "
+                            "`mutual keys add-ledger-key` (older key files lack it)")
+        return self.ledger_root[0], derive(self.ledger_root[1], LEDGER_LABEL)
+
     def _reload(self) -> None:
         """Take the key-encryption keys and the active id from the file as it is now."""
         assert self.path is not None
@@ -143,6 +158,7 @@ class FileKeyProvider:
         self.active = fresh.active
         self.keks = fresh.keks
         self.index_keys, self.index_versions = fresh.index_keys, fresh.index_versions
+        self.ledger_root = fresh.ledger_root
         self._stamp = stamp
 
     @classmethod
@@ -166,6 +182,8 @@ class FileKeyProvider:
                 index_versions[name] = [index_keys[name]] + [
                     (kid, _unb64(v)) for kid, v in sorted(entry["keys"].items()) if kid != entry["active"]
                 ]
+            ledger = doc.get("ledger")
+            ledger_root = (ledger["id"], _unb64(ledger["key"])) if ledger is not None else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyError_(
                 f"{source}: malformed key document (missing or invalid {exc}); "
@@ -173,10 +191,28 @@ class FileKeyProvider:
             ) from None
         if active not in keks:
             raise KeyError_(f"{source}: active key-encryption key {active!r} is not among kek.keys")
-        for kid, key in keks.items():
-            if len(key) != 32:
-                raise KeyError_(f"{source}: key-encryption key {kid!r} must be 32 bytes (AES-256)")
-        return cls(keks=keks, active=active, index_keys=index_keys, index_versions=index_versions)
+        _check_lengths(source, keks, index_versions, ledger_root)
+        return cls(keks=keks, active=active, index_keys=index_keys, index_versions=index_versions,
+                   ledger_root=ledger_root)
+
+
+def _check_lengths(source: str, keks: dict[str, bytes], index_versions: dict[str, list[tuple[str, bytes]]],
+                   ledger_root: tuple[str, bytes] | None) -> None:
+    """A short key would quietly weaken everything it protects: start-up stops instead."""
+    fix = "restore the key file from your key backup; a truncated copy or a hand-edited key does not work"
+    for kid, key in keks.items():
+        if len(key) != 32:
+            raise KeyError_(f"{source}: key-encryption key {kid!r} is {len(key)} bytes but must be 32 (AES-256); "
+                            f"{fix}")
+    for name, versions in index_versions.items():
+        for kid, key in versions:
+            if len(key) < 32:
+                raise KeyError_(f"{source}: blind-index key {kid!r} of index {name!r} is {len(key)} bytes but "
+                                f"must be at least 32; {fix}, or make a new one with "
+                                f"`mutual keys rotate-index {name}`")
+    if ledger_root is not None and len(ledger_root[1]) < 32:
+        raise KeyError_(f"{source}: erasure-ledger key {ledger_root[0]!r} is {len(ledger_root[1])} bytes but must "
+                        f"be at least 32; {fix}")
 
 
 def new_key_document() -> dict:
@@ -186,7 +222,12 @@ def new_key_document() -> dict:
             name: {"active": f"{name}-1", "keys": {f"{name}-1": _b64(secrets.token_bytes(32))}}
             for name in INDEX_NAMES
         },
+        "ledger": new_ledger_entry(),
     }
+
+
+def new_ledger_entry() -> dict[str, str]:
+    return {"id": "ledger-1", "key": _b64(secrets.token_bytes(32))}
 
 
 def read_key_document(path: Path) -> dict[str, Any]:
@@ -257,7 +298,8 @@ def add_kek(doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """A copy of `doc` with a new random key-encryption key "kek-N", made active; old keys stay."""
     new = copy.deepcopy(doc)
     keys = new["kek"]["keys"]
-    numbers = [int(m.group(1)) for kid in keys if (m := _KEK_ID.fullmatch(kid))]
+    used = [*keys, *new["kek"].get("destroyed", [])]  # a destroyed id is never reused
+    numbers = [int(m.group(1)) for kid in used if (m := _KEK_ID.fullmatch(kid))]
     n = max(numbers, default=0) + 1
     while f"kek-{n}" in keys:  # pragma: no cover - only if someone named a key "kek-0…" by hand
         n += 1
@@ -275,6 +317,8 @@ def remove_kek(doc: dict[str, Any], key_id: str) -> dict[str, Any]:
         raise KeyError_(f"key-encryption key {key_id!r} is the active key; rotate to a new key first")
     new = copy.deepcopy(doc)
     del new["kek"]["keys"][key_id]
+    # Destroyed for good: a restore may then drop data keys still wrapped by it (erased people).
+    new["kek"]["destroyed"] = sorted({*new["kek"].get("destroyed", []), key_id})
     return new
 
 
@@ -318,9 +362,12 @@ def ensure_dev_key_file(path: Path) -> bool:
         with locked_key_file(path):
             doc = read_key_document(path)
             missing = [name for name in INDEX_NAMES if name not in doc.get("index", {})]
+            if "ledger" not in doc:
+                doc["ledger"] = new_ledger_entry()
+                missing.append("erasure ledger")
             if missing:
                 fresh = new_key_document()["index"]
-                doc.setdefault("index", {}).update({name: fresh[name] for name in missing})
+                doc.setdefault("index", {}).update({name: fresh[name] for name in missing if name in fresh})
                 write_key_document(path, doc)
                 print(f"mutual: development key file {path} gained index keys: {', '.join(missing)}",
                       file=sys.stderr)
