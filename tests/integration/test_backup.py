@@ -104,18 +104,6 @@ async def test_a_person_erased_after_a_backup_stays_erased_when_that_backup_is_r
     assert "1 erased again" in events[0]["reason"]
 
 
-async def test_the_backup_is_taken_before_the_erasure_so_without_the_replay_erika_would_return(
-        db: None, ledger: Path, tmp_path: Path) -> None:
-    erika = await _erika_with_note_and_account()
-    taken = await backup(tmp_path)
-    await people.erase_person(staff("admin"), erika)
-    ledger.write_text("")  # the ledger lost: the restore cannot know she was erased
-    result = await restore(taken)
-    assert (result.replayed, result.already_absent) == (0, 0)
-    assert await _rows_of(erika) == {"crm_person": 1, "vault_subject_key": 1, "crm_note": 1,
-                                     "identity_customer_account": 1}
-
-
 async def test_a_backup_holds_no_name_or_email_in_clear_text(db: None, tmp_path: Path) -> None:
     await _erika_with_note_and_account()
     await gateway.create_person(staff("admin"), purpose="customer_service", values=MAX)
