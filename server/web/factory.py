@@ -132,7 +132,7 @@ def _request_key_cache(app: ASGIApp) -> ASGIApp:
 def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], templates: Path, static: Path,
                     debug: bool = False) -> Litestar:
     kernel = get_kernel()
-    _, csrf_key = kernel.keys.index_key("csrf")
+    _, csrf_key = kernel.keys.purpose_key("csrf", "csrf-token")
     app = Litestar(
         route_handlers=[
             healthz,

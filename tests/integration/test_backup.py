@@ -15,12 +15,11 @@ import pytest
 
 from server import gateway
 from server.audit.chain import verify_database
-from server.backup import BackupError, pg_tool, backup, read_sidecar, restore
+from server.backup import BackupError, backup, pg_tool, read_sidecar, restore
 from server.crm import service as people
 from server.db import is_sqlite, raw
 from server.errors import NotFound
 from server.identity.service import create_customer_account
-from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault.ledger import read_ledger
 from tests.support import ERIKA, MAX, staff
