@@ -25,6 +25,7 @@ from server.vault.keycheck import length_problem
 
 # Re-exported: key documents as data live in keydoc, callers keep importing them from here.
 from server.vault.keydoc import INDEX_NAMES as INDEX_NAMES
+from server.vault.keydoc import _b64 as _b64
 from server.vault.keydoc import add_index_key as add_index_key
 from server.vault.keydoc import add_kek as add_kek
 from server.vault.keydoc import new_key_document as new_key_document
