@@ -24,6 +24,9 @@ class Settings:
     """The reviewed YAML policies."""
     erasure_ledger: Path
     """Append-only list of erased subjects, kept with the keys and outside backups; replayed on restore."""
+    subject_key_store: Path
+    """Every data key wrapped under the current KEK, rewritten at each erasure, kept with the keys and
+    outside database backups: restores survivors of backups whose KEK an erasure destroyed."""
     session_idle_minutes: int
     """A session unused for this long ends."""
     session_absolute_hours: int
@@ -158,6 +161,7 @@ def get_settings() -> Settings:
         dev_mode=_flag("MUTUAL_DEV", False),
         policies_dir=Path(os.environ.get("MUTUAL_POLICIES_DIR", REPO_ROOT / "policies")),
         erasure_ledger=Path(os.environ.get("MUTUAL_ERASURE_LEDGER", key_file.parent / "erasure-ledger.jsonl")),
+        subject_key_store=Path(os.environ.get("MUTUAL_SUBJECT_KEY_STORE", key_file.parent / "subject-keys.json")),
         session_idle_minutes=int(os.environ.get("MUTUAL_SESSION_IDLE_MINUTES", "30")),
         session_absolute_hours=int(os.environ.get("MUTUAL_SESSION_ABSOLUTE_HOURS", "12")),
         signin_max_failures=int(os.environ.get("MUTUAL_SIGNIN_MAX_FAILURES", "5")),

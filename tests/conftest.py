@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,9 @@ async def migrated() -> None:
 
 
 @pytest.fixture
-async def db(migrated: None) -> None:
-    """An empty, migrated database for each test (every table emptied, the audit chain reset)."""
+async def db(migrated: None) -> AsyncIterator[None]:
+    """An empty, migrated database for each test (every table emptied, the audit chain reset), and the
+    key file put back afterwards (an erasure closes a crypto-period, which rewrites it)."""
     from server.audit.chain import GENESIS
     from server.db import raw, write_transaction
 
@@ -106,6 +108,11 @@ async def db(migrated: None) -> None:
         for table in ALL_TABLES:
             await raw(f"DELETE FROM {table}")
         await raw("UPDATE audit_head SET seq = 0, hash = {}", GENESIS)
+    keys = _VAR / "keys.json"
+    saved = keys.read_bytes()
+    yield
+    if keys.read_bytes() != saved:
+        keys.write_bytes(saved)
 
 
 @pytest.fixture

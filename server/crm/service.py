@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 
 from server import gateway
 from server.actor import Actor, system_actor
-from server.db import flush_deleted_pages
 from server.errors import Invalid, NotFound
 from server.gateway import Page, ReasonView, Record
 from server.identity.service import remove_customer_accounts
@@ -177,4 +176,4 @@ async def list_notes(actor: Actor, person_id: uuid.UUID, *, purpose: str = "cust
 async def erase_person(actor: Actor, person_id: uuid.UUID, *, purpose: str = "erasure_request") -> None:
     """Erase a person for good (crypto-shredding), their portal account included, in one transaction."""
     await gateway.erase_person(actor, purpose=purpose, person_id=person_id, also=remove_customer_accounts)
-    await flush_deleted_pages()
+    await gateway.finish_erasure()

@@ -1,5 +1,6 @@
 """The one door to personal data: policy decision, audit in the same transaction, vault."""
 
+from server.gateway.erasure import finish_erasure
 from server.gateway.people import (
     PERSON_FIELDS,
     add_note,
@@ -32,6 +33,7 @@ __all__ = [
     "erase_person",
     "explain_reasons",
     "find_people",
+    "finish_erasure",
     "get_person",
     "import_people",
     "list_notes",

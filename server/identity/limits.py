@@ -50,7 +50,7 @@ def _now() -> dt.datetime:
 
 def limit_key(kind: str, value: str) -> str:
     """A keyed hash, so neither account names nor client addresses are stored."""
-    _, key = get_kernel().keys.index_key("ratelimit")
+    _, key = get_kernel().keys.purpose_key("ratelimit", "limit-key")
     return hmac.new(key, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
 
 

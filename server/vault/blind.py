@@ -66,7 +66,7 @@ def _hmac(key: bytes, normalised: str) -> bytes:
 
 def blind_index(provider: KeyProvider, name: str, normalised: str) -> str:
     """Exact index (128 bits), for lookups that must identify one row."""
-    key_id, key = provider.index_key(name)
+    key_id, key = provider.purpose_key(name, "blind-index")
     return f"{key_id}:{_hmac(key, normalised).hex()[:32]}"
 
 
@@ -77,14 +77,15 @@ def _truncated(key_id: str, key: bytes, normalised: str, bits: int) -> str:
 
 def search_index(provider: KeyProvider, name: str, normalised: str, bits: int) -> str:
     """Truncated index under the field's active key: what is stored."""
-    key_id, key = provider.index_key(name)
+    key_id, key = provider.purpose_key(name, "blind-index")
     return _truncated(key_id, key, normalised, bits)
 
 
 def search_indexes(provider: KeyProvider, name: str, normalised: str, bits: int) -> list[str]:
     """Index values under every key version of the field: what a lookup asks for, so search
     keeps working while `mutual keys rotate-index` rebuilds the index in batches."""
-    return [_truncated(key_id, key, normalised, bits) for key_id, key in provider.index_key_versions(name)]
+    versions = provider.purpose_key_versions(name, "blind-index")
+    return [_truncated(key_id, key, normalised, bits) for key_id, key in versions]
 
 
 def token_indexes(provider: KeyProvider, tokens: Iterable[str], bits: int) -> set[str]:

@@ -144,7 +144,7 @@ def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], t
                     debug: bool = False) -> Litestar:
     check_mail_settings(get_settings())  # no plain-text outbox of live links outside development
     kernel = get_kernel()
-    _, csrf_key = kernel.keys.index_key("csrf")
+    _, csrf_key = kernel.keys.purpose_key("csrf", "csrf-token")
     app = Litestar(
         route_handlers=[
             healthz,

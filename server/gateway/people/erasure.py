@@ -11,6 +11,7 @@ from server.crm.tables import Note, Person, PersonToken, RevealGrant
 from server.db import write_transaction
 from server.errors import NotFound
 from server.gateway.people._common import PERSON, PERSON_FIELDS, _audit, _check_write, _decide, _denied, _summary
+from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault.ledger import record_erasure
 from server.vault.store import shred_subject_keys
@@ -34,7 +35,7 @@ async def erase_person(actor: Actor, *, purpose: str, person_id: uuid.UUID,
                                   subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
         if also is not None:
             await also(person_id)
-        record_erasure(get_settings().erasure_ledger, person_id)
+        record_erasure(get_settings().erasure_ledger, get_kernel().keys, person_id)
         await shred_subjects([person_id])
 
 

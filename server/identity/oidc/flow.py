@@ -132,7 +132,7 @@ def subject_hashes(issuer: str, sub: str) -> list[str]:
     """The keyed hash of issuer|sub under each "signin" index key, the active key's first."""
     value = f"{issuer}|{sub}".encode()
     return [f"{key_id}:{hmac.new(key, value, hashlib.sha256).hexdigest()[:32]}"
-            for key_id, key in get_kernel().keys.index_key_versions("signin")]
+            for key_id, key in get_kernel().keys.purpose_key_versions("signin", "oidc-subject")]
 
 
 async def _linked_account(hashes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
