@@ -62,7 +62,13 @@ def stack(smtp: SmtpServer) -> Iterator[Stack]:
     mutual = [sys.executable, "-m", "server.cli"]
     subprocess.run([*mutual, "keys", "init", "--file", str(var_dir / "keys.json")], env=env, check=True,
                    cwd=REPO, capture_output=True)
+    from server.audit.signing import write_signing_key
+
+    write_signing_key(var_dir / "audit-signing.key")  # the audit key, pinned as an operator pins it
+    env["MUTUAL_AUDIT_PUBLIC_KEY"] = subprocess.run([*mutual, "audit", "public-key"], env=env, check=True, cwd=REPO,
+                                                    capture_output=True, text=True).stdout.strip()
     subprocess.run([*mutual, "seed"], env=env, check=True, cwd=REPO, capture_output=True)
+    subprocess.run([*mutual, "audit", "checkpoint"], env=env, check=True, cwd=REPO, capture_output=True)
     from server.cli import serve_command
 
     procs: list[subprocess.Popen] = []

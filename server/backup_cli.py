@@ -18,7 +18,8 @@ ledger, so that people erased after the backup was taken stay erased.
 
 Stop the portal and the backoffice first: the restore refuses to run while they
 have the database open. Start them again afterwards. Everything written since the
-backup was taken is lost, except erasures, which the ledger replays."""
+backup was taken is lost, except erasures, which the ledger replays. Without the
+ledger file the restore refuses, unless --without-ledger is given."""
 
 
 def _size(n: int) -> str:
@@ -37,8 +38,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     info = read_sidecar(path) or {}
     print(f"mutual: backup written to {path} ({_size(path.stat().st_size)}, "
           f"audit chain at event {info.get('audit_head', {}).get('seq', '?')})")
-    print(f"Back up separately, and keep apart from the database backups: the key file {settings.key_file} "
-          f"and the erasure ledger {settings.erasure_ledger}. Without the key file no backup can be read.")
+    print(f"Back up separately, and keep apart from the database backups: the key file {settings.key_file}, "
+          f"the subject-key store {settings.subject_key_store} and the erasure ledger {settings.erasure_ledger}, "
+          "again after every erasure. Without the key file no backup can be read.")
     return 0
 
 
@@ -58,12 +60,12 @@ def _confirm(file: Path) -> bool:
     return input("Type yes to restore: ").strip().lower() == "yes"
 
 
-async def _restore_and_verify(file: Path) -> tuple[Any, Any]:
+async def _restore_and_verify(file: Path, without_ledger: bool) -> tuple[Any, Any]:
     from server.audit.chain import verify_database
     from server.backup import restore
     from server.bench.progress import Progress
 
-    result = await restore(file, progress=Progress)
+    result = await restore(file, progress=Progress, without_ledger=without_ledger)
     return result, await verify_database()
 
 
@@ -84,17 +86,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
             return 1
     require_kernel("restore")
     try:
-        result, chain = asyncio.run(_restore_and_verify(file))
+        result, chain = asyncio.run(_restore_and_verify(file, args.without_ledger))
     except BackupError as exc:
         print(f"mutual: restore failed: {exc}", file=sys.stderr)
         return 1
     print(f"mutual: database restored from {file}")
     print(f"erasure ledger replayed: {result.replayed} erased people removed again, "
           f"{result.already_absent} already absent from the backup")
+    print(f"subject-key store: {result.rekeyed} data keys taken over; {result.unreadable} people whose data key "
+          "only a destroyed key-encryption key opened (erased) removed")
     if not result.ledger_found:
-        print(f"warning: there is no erasure ledger at {get_settings().erasure_ledger}. If anyone was erased "
-              "after this backup was taken, restore the ledger from the key backup and run the restore again.",
-              file=sys.stderr)
+        print(f"warning: restored without an erasure ledger ({get_settings().erasure_ledger}). If anyone was "
+              "erased after this backup was taken, restore the ledger from the key backup and run the restore "
+              "again.", file=sys.stderr)
     if not chain.ok:
         print(f"audit chain BROKEN at event {chain.first_bad_seq}: {chain.problem}", file=sys.stderr)
         return 1
@@ -116,6 +120,8 @@ def register(subparsers: Any) -> None:
     restore.add_argument("file", metavar="FILE", type=Path, help="a backup written by `mutual backup`")
     restore.add_argument("--yes", action="store_true",
                          help="do not ask for confirmation (required when standard input is not a terminal)")
+    restore.add_argument("--without-ledger", action="store_true",
+                         help="restore although there is no erasure ledger file (only if nobody was ever erased)")
     restore.set_defaults(func=cmd_restore)
 
 

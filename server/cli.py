@@ -86,6 +86,13 @@ def serve_command(app: str, host: str, port: int) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from server.mail import MailNotConfigured, check_mail_settings
+
+    try:
+        check_mail_settings(get_settings())
+    except MailNotConfigured as exc:
+        print(f"mutual: {exc}", file=sys.stderr)
+        return 2
     _dev_keys()
     require_kernel()
     # Demo accounts have published passwords: only development mode (`make run`) seeds them.
@@ -119,11 +126,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """The live database, or with --file an exported JSON Lines file, offline."""
-    if args.file:
-        from server.audit.checkpoints import verify_export
+    """The live database, or with --file an exported JSON Lines file, offline. Exit 0 intact, 1 broken,
+    3 unanchored (consistent, but no pinned key proves who signed it)."""
+    from server.audit.signing import pin, pinned_keys
 
-        result = verify_export(Path(args.file), set(args.key_id) if args.key_id else None)
+    try:
+        given = [pin(value) for value in (args.public_key or [])]
+    except ValueError as exc:
+        print(f"mutual: {exc}", file=sys.stderr)
+        return 2
+    if args.file:
+        from server.audit.export_verify import verify_export
+
+        result = verify_export(Path(args.file), set(given) if given else pinned_keys())
         where = f"audit export {args.file}"
     else:
         require_kernel()
@@ -131,21 +146,46 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
         result = asyncio.run(verify_database())
         where = "audit chain"
-    if result.ok:
-        print(f"{where} intact: {result.checked} events verified, {result.checkpoints} signed checkpoints")
-        return 0
-    print(f"{where} BROKEN at event {result.first_bad_seq}: {result.problem}", file=sys.stderr)
-    return 1
+    if not result.ok:
+        print(f"{where} BROKEN at event {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+        return 1
+    counts = (f"{result.checked} events verified, {result.checkpoints} signed checkpoints"
+              + (f", {result.omitted} left out by the filter proved by their digests" if result.omitted else "")
+              + (f", witnessed heads at {', '.join(map(str, result.witnessed))} matched" if result.witnessed else ""))
+    if result.unanchored:
+        print(f"{where} UNANCHORED: {counts}; {result.unanchored}")
+        return 3
+    print(f"{where} intact: {counts}")
+    return 0
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    """Sign the chain's current head."""
+    """Sign the chain's current head and publish it to the witnesses."""
     require_kernel()
+    from server.audit.anchor import publish
     from server.audit.checkpoints import checkpoint_now
 
     cp = asyncio.run(checkpoint_now())
-    print("audit chain is empty; nothing to sign" if cp is None else
-          f"audit checkpoint at event {cp['seq']} signed by key {cp['key_id']}")
+    if cp is None:
+        print("audit chain is empty; nothing to sign")
+        return 0
+    sent = publish(cp)
+    print(f"audit checkpoint at event {cp['seq']} signed by key {cp['key_id']}"
+          + (f"; published to {', '.join(sent)}" if sent else ""))
+    return 0
+
+
+def cmd_audit_public_key(args: argparse.Namespace) -> int:
+    """Print the signing key's public half: the value to pin in MUTUAL_AUDIT_PUBLIC_KEY and give auditors."""
+    import base64
+
+    from server.audit.signing import load_signing_key, public_raw, signing_key_path
+
+    key = load_signing_key()
+    if key is None:
+        print(f"mutual: no audit signing key at {signing_key_path()}; set MUTUAL_AUDIT_SIGNING_KEY", file=sys.stderr)
+        return 1
+    print(base64.b64encode(public_raw(key)).decode())
     return 0
 
 
@@ -306,9 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit chain tools").add_subparsers(dest="audit_command", required=True)
     verify = audit.add_parser("verify", help="verify the hash chain and its signed checkpoints")
     verify.add_argument("--file", help="verify an exported JSON Lines file offline instead of the database")
-    verify.add_argument("--key-id", action="append", help="trust only checkpoints signed by this key id (repeatable)")
+    verify.add_argument("--public-key", "--key-id", action="append", dest="public_key",
+                        help="for --file: trust only this key (base64 public key, sha256 fingerprint or key id; "
+                        "repeatable; default MUTUAL_AUDIT_PUBLIC_KEY)")
     verify.set_defaults(func=cmd_audit_verify)
-    audit.add_parser("checkpoint", help="sign the chain's current head").set_defaults(func=cmd_audit_checkpoint)
+    audit.add_parser("checkpoint", help="sign the chain's current head and publish it to the witnesses"
+                     ).set_defaults(func=cmd_audit_checkpoint)
+    audit.add_parser("public-key", help="print the public key to pin in MUTUAL_AUDIT_PUBLIC_KEY"
+                     ).set_defaults(func=cmd_audit_public_key)
     prune = audit.add_parser("prune", help="delete old events after signing a checkpoint the rest starts from")
     prune.add_argument("--before", help="ISO date or time (default: now minus MUTUAL_AUDIT_RETENTION_DAYS)")
     prune.set_defaults(func=_audited("audit_prune", cmd_audit_prune))

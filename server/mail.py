@@ -1,5 +1,9 @@
 """Outgoing mail: SMTP when MUTUAL_SMTP_HOST is set, otherwise .eml files in the development outbox.
 
+The outbox holds addresses and live sign-in links in plain text, so it is used only in development mode
+(MUTUAL_DEV=1) or when MUTUAL_MAIL_DEV_OUTBOX=1 asks for it (the test suite); elsewhere an unset SMTP
+host stops the faces at start-up (`check_mail_settings`) and any mail is refused.
+
 Recipients and bodies are personal data: they never appear in logs or error messages.
 """
 
@@ -44,9 +48,28 @@ class Mail:
     """Plain-text body."""
 
 
+class MailNotConfigured(MailNotSent):
+    """No SMTP host outside development: names the setting and the fix."""
+
+
+def outbox_allowed(settings: Settings) -> bool:
+    return settings.dev_mode or settings.mail_dev_outbox
+
+
+def check_mail_settings(settings: Settings) -> None:
+    """Raise MailNotConfigured when mail would go to the plain-text outbox outside development."""
+    if not settings.smtp_host and not outbox_allowed(settings):
+        raise MailNotConfigured(
+            "MUTUAL_SMTP_HOST is not set: outside development mode Mutual sends sign-in links only over "
+            "SMTP, never into a plain-text outbox; set MUTUAL_SMTP_HOST (and MUTUAL_SMTP_PORT/SECURITY/"
+            "USER/PASSWORD, MUTUAL_MAIL_FROM), or MUTUAL_DEV=1 on a development machine")
+
+
 async def send(mail: Mail) -> None:
-    """Deliver `mail` over SMTP, or write it to the outbox when no SMTP host is configured."""
+    """Deliver `mail` over SMTP, or write it to the outbox when no SMTP host is configured and the
+    outbox is allowed (development); MailNotConfigured otherwise."""
     settings = get_settings()
+    check_mail_settings(settings)
     message = build_message(mail, settings)
     if settings.smtp_host:
         await anyio.to_thread.run_sync(_deliver, message, settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -14,8 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     var_dir: Path
     """Where the SQLite file, the development key file and logs live."""
-    database_url: str
-    """sqlite:///path or postgresql://user@host:port/db."""
+    database_url: str = field(repr=False)
+    """sqlite:///path or postgresql://user:password@host:port/db (may hold a password: not in repr)."""
     key_file: Path
     """JSON file holding the key-encryption and blind-index keys; never inside the database."""
     dev_mode: bool
@@ -24,6 +24,9 @@ class Settings:
     """The reviewed YAML policies."""
     erasure_ledger: Path
     """Append-only list of erased subjects, kept with the keys and outside backups; replayed on restore."""
+    subject_key_store: Path
+    """Every data key wrapped under the current KEK, rewritten at each erasure, kept with the keys and
+    outside database backups: restores survivors of backups whose KEK an erasure destroyed."""
     session_idle_minutes: int
     """A session unused for this long ends."""
     session_absolute_hours: int
@@ -43,6 +46,15 @@ class Settings:
     """PEM (PKCS8) Ed25519 private key that signs audit checkpoints; separate from the encryption keys."""
     audit_retention_days: int
     """`mutual audit prune` deletes audit events older than this, after signing a checkpoint."""
+    audit_public_keys: tuple[str, ...]
+    """The trusted audit public keys, pinned (MUTUAL_AUDIT_PUBLIC_KEY, comma-separated: each the base64 raw key
+    or its sha256 fingerprint, as `mutual audit public-key` prints); empty: verification says UNANCHORED."""
+    audit_sign_seconds: int
+    """Each app process signs the audit head this often when events came since the last checkpoint, and
+    publishes it to the witnesses (0: only every MUTUAL_AUDIT_CHECKPOINT_EVERY events)."""
+    audit_witnesses: tuple[str, ...]
+    """Where signed heads are published outside the database (MUTUAL_AUDIT_WITNESS, comma-separated:
+    file:///path or a path, an append-only JSON Lines file); `mutual audit verify` compares against them."""
     staff_mfa: str
     """required (default): staff who sign in with a password must pass a second factor, and enrol
     one first if they have none; optional: a second factor is asked for only when enrolled."""
@@ -53,15 +65,19 @@ class Settings:
     email_link_minutes: int
     """Lifetime of an emailed sign-in, verification or reset link (single use, bound to the browser)."""
     smtp_host: str
-    """SMTP server for outgoing mail; empty: mail goes to `mail_outbox` instead."""
+    """SMTP server for outgoing mail. Empty: mail goes to `mail_outbox`, which only development mode or
+    `mail_dev_outbox` allows; otherwise the faces refuse to start."""
     smtp_port: int
     smtp_security: str
     """none, starttls or tls."""
     smtp_user: str
-    smtp_password: str
+    smtp_password: str = field(repr=False)
     mail_from: str
     mail_outbox: Path
     """Directory that receives mails as .eml files when no SMTP host is set (development)."""
+    mail_dev_outbox: bool
+    """MUTUAL_MAIL_DEV_OUTBOX=1: use the outbox without development mode (the test suite); the outbox holds
+    addresses and live sign-in links in plain text, so never in production."""
     portal_origin: str
     """Public origin of the portal (https://portal.example.org); links in mails and the WebAuthn origin.
     Empty: taken from the request, which is only right behind a proxy that sets the Host header."""
@@ -69,7 +85,7 @@ class Settings:
     oidc_issuer: str
     """OpenID provider for staff single sign-on; empty: SSO is off."""
     oidc_client_id: str
-    oidc_client_secret: str
+    oidc_client_secret: str = field(repr=False)
     oidc_scopes: str
     oidc_role_claim: str
     """Claim holding the user's groups or roles, e.g. groups."""
@@ -122,6 +138,10 @@ def _optional_minutes(name: str, default: str) -> int | None:
     return int(value)
 
 
+def _listed(name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
+
+
 def _flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:
@@ -141,6 +161,7 @@ def get_settings() -> Settings:
         dev_mode=_flag("MUTUAL_DEV", False),
         policies_dir=Path(os.environ.get("MUTUAL_POLICIES_DIR", REPO_ROOT / "policies")),
         erasure_ledger=Path(os.environ.get("MUTUAL_ERASURE_LEDGER", key_file.parent / "erasure-ledger.jsonl")),
+        subject_key_store=Path(os.environ.get("MUTUAL_SUBJECT_KEY_STORE", key_file.parent / "subject-keys.json")),
         session_idle_minutes=int(os.environ.get("MUTUAL_SESSION_IDLE_MINUTES", "30")),
         session_absolute_hours=int(os.environ.get("MUTUAL_SESSION_ABSOLUTE_HOURS", "12")),
         signin_max_failures=int(os.environ.get("MUTUAL_SIGNIN_MAX_FAILURES", "5")),
@@ -150,6 +171,9 @@ def get_settings() -> Settings:
         reveal_minutes=int(os.environ.get("MUTUAL_REVEAL_MINUTES", "10")),
         audit_signing_key_file=Path(os.environ.get("MUTUAL_AUDIT_SIGNING_KEY", key_file.parent / "audit-signing.key")),
         audit_retention_days=int(os.environ.get("MUTUAL_AUDIT_RETENTION_DAYS", str(6 * 365))),
+        audit_public_keys=_listed("MUTUAL_AUDIT_PUBLIC_KEY"),
+        audit_sign_seconds=int(os.environ.get("MUTUAL_AUDIT_SIGN_SECONDS", "60")),
+        audit_witnesses=_listed("MUTUAL_AUDIT_WITNESS"),
         staff_mfa=_choice("MUTUAL_STAFF_MFA", "required", ("required", "optional")),
         reauth_minutes=int(os.environ.get("MUTUAL_REAUTH_MINUTES", "15")),
         pending_signin_minutes=int(os.environ.get("MUTUAL_PENDING_SIGNIN_MINUTES", "10")),
@@ -161,6 +185,7 @@ def get_settings() -> Settings:
         smtp_password=os.environ.get("MUTUAL_SMTP_PASSWORD", ""),
         mail_from=os.environ.get("MUTUAL_MAIL_FROM", "Mutual <no-reply@localhost>"),
         mail_outbox=Path(os.environ.get("MUTUAL_MAIL_OUTBOX", var_dir / "outbox")),
+        mail_dev_outbox=_flag("MUTUAL_MAIL_DEV_OUTBOX", False),
         portal_origin=os.environ.get("MUTUAL_PORTAL_ORIGIN", "").rstrip("/"),
         backoffice_origin=os.environ.get("MUTUAL_BACKOFFICE_ORIGIN", "").rstrip("/"),
         oidc_issuer=os.environ.get("MUTUAL_OIDC_ISSUER", "").rstrip("/"),

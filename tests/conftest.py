@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ os.environ["MUTUAL_VAR_DIR"] = str(_VAR)
 os.environ["MUTUAL_KEY_FILE"] = str(_VAR / "keys.json")
 os.environ.pop("MUTUAL_KEYS", None)
 os.environ.pop("MUTUAL_DEV", None)
+# Mail goes to the outbox in tests; outside development only this explicit flag allows that.
+os.environ["MUTUAL_MAIL_DEV_OUTBOX"] = "1"
+os.environ.pop("MUTUAL_SMTP_HOST", None)
 # The faces' public origins, as production sets them (the face tests speak to https://testserver.local).
 os.environ["MUTUAL_PORTAL_ORIGIN"] = os.environ["MUTUAL_BACKOFFICE_ORIGIN"] = "https://testserver.local"
 # Providers re-check the key file on every use, so tests see another process's rotation at once.
@@ -56,6 +60,22 @@ from server.audit.checkpoints import write_signing_key  # noqa: E402
 
 write_signing_key(_VAR / "audit-signing.key")
 
+
+def _pin_audit_key() -> None:
+    """Pin the test signing key, as an operator does, so verification can say intact; no timer by default."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((_VAR / "audit-signing.key").read_bytes(), password=None)
+    raw_public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    os.environ["MUTUAL_AUDIT_PUBLIC_KEY"] = base64.b64encode(raw_public).decode()
+    os.environ["MUTUAL_AUDIT_SIGN_SECONDS"] = "0"
+    os.environ.pop("MUTUAL_AUDIT_WITNESS", None)
+
+
+_pin_audit_key()
+
 ALL_TABLES = (
     "crm_note", "crm_person", "crm_organisation", "vault_subject_key", "identity_session",
     "identity_signin_failure", "identity_customer_account", "identity_staff_account",
@@ -78,8 +98,9 @@ async def migrated() -> None:
 
 
 @pytest.fixture
-async def db(migrated: None) -> None:
-    """An empty, migrated database for each test (every table emptied, the audit chain reset)."""
+async def db(migrated: None) -> AsyncIterator[None]:
+    """An empty, migrated database for each test (every table emptied, the audit chain reset), and the
+    key file put back afterwards (an erasure closes a crypto-period, which rewrites it)."""
     from server.audit.chain import GENESIS
     from server.db import raw, write_transaction
 
@@ -87,6 +108,11 @@ async def db(migrated: None) -> None:
         for table in ALL_TABLES:
             await raw(f"DELETE FROM {table}")
         await raw("UPDATE audit_head SET seq = 0, hash = {}", GENESIS)
+    keys = _VAR / "keys.json"
+    saved = keys.read_bytes()
+    yield
+    if keys.read_bytes() != saved:
+        keys.write_bytes(saved)
 
 
 @pytest.fixture

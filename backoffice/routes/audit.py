@@ -10,6 +10,7 @@ from litestar.params import Body, QueryParameter
 from litestar.response import Stream
 
 from server.audit import service as audit
+from server.crm import service as crm
 from server.errors import Invalid
 from server.web import render, requires_role
 
@@ -56,8 +57,9 @@ class AuditController(Controller):
                     errors: dict[str, str], status_code: int = 200, params: dict[str, str] | None = None,
                     person_found: bool = True) -> Response:
         verified = await audit.verify(request.user)
+        reasons = crm.describe_reasons(e.reason for e in events)
         return render(request, "backoffice/audit.html", events=events, verified=verified, values=values,
-                      person=person, errors=errors, params=params or {}, person_found=person_found,
+                      reasons=reasons, person=person, errors=errors, params=params or {}, person_found=person_found,
                       labels=LABELS, actions=audit.ACTIONS, purposes=audit.purposes(), status_code=status_code)
 
     @get("/", name="audit-list")

@@ -40,18 +40,18 @@ def _keys(request: Request, account_id: Any) -> list[str]:
     return limits.account_keys(limits.STAFF_MFA, str(account_id), client_address(request))
 
 
-async def _locked(keys: list[str]) -> str | None:
-    """Why codes are not checked now (too many wrong ones), or None."""
+async def _take(keys: list[str]) -> limits.Attempt | str:
+    """Count this code before it is checked (parallel guesses cannot all pass the limit), or say why
+    codes are not checked now (too many wrong ones)."""
     try:
-        await limits.check("mfa", "backoffice", keys)
+        return await limits.take("mfa", "backoffice", keys)
     except TooManyAttempts as exc:
         return str(exc)
-    return None
 
 
-async def _wrong(request: Request, keys: list[str]) -> None:
+async def _wrong(request: Request, keys: list[str], attempt: limits.Attempt) -> None:
     await identity.record_failure("backoffice", keys, identity.anonymous_actor(
-        "backoffice", request.state.request_id), kind="mfa")
+        "backoffice", request.state.request_id), kind="mfa", attempt=attempt)
 
 
 def _enrol_page(request: Request, account_id: uuid.UUID, username: str, action: str, status: int = 200,
@@ -76,12 +76,14 @@ async def mfa_check(request: Request, data: Form) -> Response:
     if pending is None:
         return _start_over()
     keys = _keys(request, pending.account["id"])
-    if locked := await _locked(keys):
-        return render(request, "backoffice/mfa_code.html", message=locked, status_code=429)
+    attempt = await _take(keys)
+    if isinstance(attempt, str):
+        return render(request, "backoffice/mfa_code.html", message=attempt, status_code=429)
     factor = await totp.check_code(pending.account, data.get("code", ""))
     if factor is None:
-        await _wrong(request, keys)
+        await _wrong(request, keys, attempt)
         return render(request, "backoffice/mfa_code.html", message=WRONG_CODE, status_code=400)
+    await limits.give_back(attempt)
     for key in (keys[0], keys[2]):
         await limits.clear("mfa", "backoffice", key)
     result = await identity.complete_signin(pending, factor, request.state.request_id)
@@ -107,16 +109,18 @@ async def enrol(request: Request, data: Form) -> Response:
     if pending is None:
         return _start_over()
     keys = _keys(request, pending.account["id"])
-    if locked := await _locked(keys):
+    attempt = await _take(keys)
+    if isinstance(attempt, str):
         return _enrol_page(request, pending.account["id"], pending.account["username"], "/signin/enrol", 429,
-                           locked)
+                           attempt)
     actor = identity.staff_actor(pending.account, request.state.request_id)
     codes = await totp.confirm_enrolment(actor, pending.account["id"], data.get("enrolment", ""),
                                          data.get("code", ""))
     if codes is None:
-        await _wrong(request, keys)
+        await _wrong(request, keys, attempt)
         return _enrol_page(request, pending.account["id"], pending.account["username"], "/signin/enrol", 400,
                            WRONG_CODE.split(",")[0] + ". Scan the new code below and try again.")
+    await limits.give_back(attempt)
     result = await identity.complete_signin(pending, "totp", request.state.request_id)
     response = render(request, "backoffice/recovery_codes.html", codes=codes, continue_to="/")
     response.set_cookie(session_cookie("backoffice", result.token))

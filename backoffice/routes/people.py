@@ -16,8 +16,7 @@ from server.web import is_fragment_request, render, requires_staff
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 LABELS = {"given_name": "Given name", "family_name": "Family name", "email": "Email", "phone": "Phone",
           "address": "Address", "birth_date": "Date of birth"}
-REVEAL_REASONS = ["Identity check requested by the customer", "Contract or order requires it",
-                  "Legal or regulatory obligation", "Correcting the record"]
+REVEAL_INPUT = ("reason_code", "ticket", "note")
 
 
 @get("/", guards=[requires_staff], name="backoffice-home")
@@ -80,7 +79,7 @@ class PeopleController(Controller):
         except PolicyDenied as exc:
             notes, notes_denied = [], str(exc)
         return render(request, "backoffice/person.html", person=person, notes=notes, notes_denied=notes_denied,
-                      labels=LABELS, reasons=REVEAL_REASONS, status_code=status_code, **extra)
+                      labels=LABELS, reasons=people.reveal_reasons(), status_code=status_code, **extra)
 
     @get("/{person_id:str}/edit", name="people-edit")
     async def edit_form(self, request: Request, person_id: str) -> Response:
@@ -115,18 +114,21 @@ class PeopleController(Controller):
 
     @post("/{person_id:str}/reveal", name="people-reveal")
     async def reveal(self, request: Request, person_id: str, data: Form) -> Response:
-        """Show one masked value after the reason is given; the reason goes into the audit."""
+        """Show one masked value after a reason is chosen; the reason (and ticket) go into the audit, an
+        optional note goes in sealed under the person's key."""
         pid = people.parse_id(person_id)
         field = data.get("field", "")
+        given = {k: data.get(k, "") for k in REVEAL_INPUT}
         try:
-            value = await people.reveal(request.user, pid, field, data.get("reason_code", ""),
-                                        data.get("reason_text", ""))
+            value = await people.reveal(request.user, pid, field, given["reason_code"], ticket=given["ticket"],
+                                        note=given["note"])
         except Invalid as exc:
             if is_fragment_request(request):
                 return render(request, "backoffice/person.html", block="reveal", field=field, person_id=pid,
-                              reasons=REVEAL_REASONS, labels=LABELS, reveal_errors=exc.errors,
-                              status_code=422)
-            return await self._detail(request, person_id, status_code=422, reveal_errors=exc.errors)
+                              reasons=people.reveal_reasons(), labels=LABELS, reveal_errors=exc.errors,
+                              reveal_values=given, status_code=422)
+            return await self._detail(request, person_id, status_code=422, reveal_errors=exc.errors,
+                                      reveal_field=field, reveal_values=given)
         if is_fragment_request(request):
             return render(request, "backoffice/person.html", block="revealed", field=field, value=value,
                           labels=LABELS)

@@ -71,17 +71,20 @@ class AccessController(Controller):
 
     @get("/", name="access-log")
     async def show(self, request: Request, before: int | None = None) -> Response:
-        """Who accessed my data: role, time, action, fields and purpose; filtered by the query."""
+        """Who accessed my data: role, time, action, fields, purpose and, for a reveal, the reason (with
+        the note staff wrote, opened with my own key); filtered by the query."""
         values = _access_filters(request)
         try:
             filters = audit.AuditFilters.parse(values)
         except Invalid as exc:
             return render(request, "portal/access.html", events=[], actions=ACTIONS, labels=ACCESS_LABELS,
                           values=values, params={}, errors=exc.errors, purposes=audit.purposes(),
-                          status_code=422)
+                          reasons={}, status_code=422)
         events = await audit.my_access_log(request.user, filters=filters, before=before)
+        reasons = await people.my_reveal_reasons(request.user, [e.reason for e in events if e.reason])
         return render(request, "portal/access.html", events=events, actions=ACTIONS, labels=ACCESS_LABELS,
-                      values=values, params=filters.as_params(), errors={}, purposes=audit.purposes())
+                      values=values, params=filters.as_params(), errors={}, purposes=audit.purposes(),
+                      reasons=reasons)
 
     @get("/download", name="access-log-download")
     async def download(self, request: Request,

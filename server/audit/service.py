@@ -14,7 +14,9 @@ from typing import Any
 
 from server import gateway
 from server.actor import Actor
+from server.audit import export
 from server.audit.chain import Entry, VerifyResult, _iso, append, verify_database
+from server.audit.checkpoints import signed_head
 from server.audit.tables import AuditEvent, AuditSubject
 from server.db import write_transaction
 from server.errors import Invalid, PolicyDenied
@@ -27,11 +29,11 @@ ACTIONS = ("create", "erase", "export", "list", "read", "restore", "reveal", "ro
 """Every action the apps record, for the filter forms."""
 EXPORT_BATCH = 2_000
 """Rows read per query while streaming an export: memory stays bounded however long the chain is."""
-EXPORT_FORMAT = "mutual-audit-export/1"
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 ACCESS_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 EVENT_COLUMNS = ("seq", "at", "request_id", "face", "actor_kind", "actor_id", "role", "action", "entity",
-                 "subjects", "fields", "purpose", "reason", "policy_version", "outcome", "prev_hash", "hash")
+                 "subjects", "fields", "purpose", "reason", "policy_version", "outcome", "prev_hash", "hash",
+                 "format_version")
 ACCESS_COLUMNS = ("at", "who", "action", "entity", "fields", "purpose", "reason", "outcome")
 
 
@@ -318,14 +320,6 @@ def _csv_rows(rows: Iterable[Sequence[Any]]) -> str:
     return out.getvalue()
 
 
-async def _covering(first: int | None, last: int | None) -> list[Any]:
-    from server.audit.checkpoints import checkpoints_covering
-
-    if first is None or last is None:
-        return []
-    return list(await checkpoints_covering(first, last))
-
-
 async def export_events(actor: Actor, file_format: str, *, filters: AuditFilters | None = None,
                         subjects: Subjects | None = None) -> AuditExport:
     """Events in ascending seq as CSV or JSON Lines, streamed in keyset batches. The export is recorded
@@ -341,21 +335,22 @@ async def export_events(actor: Actor, file_format: str, *, filters: AuditFilters
     fields = {"format": file_format, "filters": json.dumps(params, sort_keys=True)}
     if subjects is not None:
         fields["person"] = "pseudonyms in subjects"
-    until = await append(actor, Entry(action="export", entity="audit_event", purpose=AUDIT_PURPOSE,
-                                      subjects=pseudonyms or (), fields=fields), policy_version)
+    async with write_transaction():
+        until = await append(actor, Entry(action="export", entity="audit_event", purpose=AUDIT_PURPOSE,
+                                          subjects=pseudonyms or (), fields=fields), policy_version)
+        head = await signed_head() if file_format == "jsonl" else None
     exported_at = dt.datetime.now(dt.UTC)
 
-    async def jsonl() -> AsyncIterator[str]:
-        header = {"kind": "header", "format": EXPORT_FORMAT, "exported_at": _iso(exported_at), "filters": params,
+    async def unfiltered(after: int, last: int, size: int) -> list[dict[str, Any]]:
+        return await _fetch_batch(AuditFilters(), None, after, last, size)
+
+    def jsonl() -> AsyncIterator[str]:
+        assert head is not None  # the export's own event is in the chain
+        header = {"exported_at": _iso(exported_at), "filters": params, "person": subjects is not None,
                   "policy_version": policy_version}
-        yield json.dumps(header) + "\n"
-        first = last = None
-        if pseudonyms != ():
-            async for rows in _batches(filters, pseudonyms, until):
-                first = int(rows[0]["seq"]) if first is None else first
-                last = int(rows[-1]["seq"])
-                yield "".join(json.dumps(_export_event(r)) + "\n" for r in rows)
-        yield json.dumps({"kind": "checkpoints", "checkpoints": await _covering(first, last)}) + "\n"
+        everything = not params and pseudonyms is None
+        return export.jsonl(header, head, unfiltered, EXPORT_BATCH,
+                            (lambda row: True) if everything else export.matcher(filters, pseudonyms))
 
     async def as_csv() -> AsyncIterator[str]:
         yield _csv_rows([EVENT_COLUMNS])

@@ -1,6 +1,6 @@
 """Audit tables: the append-only event chain, its head, and the subjects each event names."""
 
-from piccolo.columns import UUID, BigInt, Text, Timestamptz, Varchar
+from piccolo.columns import UUID, BigInt, SmallInt, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
@@ -24,6 +24,7 @@ class AuditEvent(Table, tablename="audit_event"):
     outcome = Varchar(length=16)
     prev_hash = Varchar(length=64)
     hash = Varchar(length=64)
+    format_version = SmallInt(default=1, help_text="How `hash` was computed: 1 (before log identities) or 2.")
 
 
 class AuditSubject(Table, tablename="audit_subject"):
@@ -40,6 +41,8 @@ class AuditHead(Table, tablename="audit_head"):
     seq = BigInt()
     hash = Varchar(length=64)
     updated_at = Timestamptz()
+    log_id = Varchar(length=36, default="", help_text="This installation's log identity, made once; hashed into "
+                     "every format-2 event and signed into every checkpoint.")
 
 
 class AuditCheckpoint(Table, tablename="audit_checkpoint"):
@@ -51,3 +54,5 @@ class AuditCheckpoint(Table, tablename="audit_checkpoint"):
     key_id = Varchar(length=32, help_text="First 16 hex digits of sha256 of the raw public key.")
     public_key = Text(help_text="Base64 of the raw Ed25519 public key.")
     signature = Text(help_text="Base64 of the Ed25519 signature.")
+    format_version = SmallInt(default=1, help_text="Which checkpoint message was signed: 1, or 2 (with the log id).")
+    log_id = Varchar(length=36, default="", help_text="The log the checkpoint belongs to (format 2).")

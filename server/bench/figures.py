@@ -100,7 +100,7 @@ async def _audit_overhead(samples: int = 200) -> float:
     from server import gateway
     from server.actor import Actor
     from server.db import raw
-    from server.gateway import people as gateway_people
+    from server.gateway.people import _common as gateway_people
 
     ids = [r["id"] for r in await raw(f"SELECT id FROM crm_person LIMIT {int(samples)}")]
     actor = Actor(kind="staff", id=str(uuid.uuid4()), face="backoffice", roles=frozenset({"admin"}))
@@ -113,16 +113,16 @@ async def _audit_overhead(samples: int = 200) -> float:
 
     await reads()  # warm up
     audited = min([await reads() for _ in range(3)])
-    real_audit = gateway_people._audit
+    real_append = gateway_people.append
 
-    async def no_audit(*_: object) -> None:
-        return None
+    async def no_append(*_: object) -> int:
+        return 0
 
-    gateway_people._audit = no_audit  # type: ignore[assignment]
+    gateway_people.append = no_append  # type: ignore[assignment]
     try:
         bare = min([await reads() for _ in range(3)])
     finally:
-        gateway_people._audit = real_audit
+        gateway_people.append = real_append
     return audited / bare - 1
 
 

@@ -67,6 +67,6 @@ def create_app() -> Litestar:
         async with state["db"].execute("SELECT * FROM floor_person WHERE id = ?", (person_id,)) as cur:
             row = await cur.fetchone()
         person = record(row, ("given_name", "family_name", "email", "phone", "birth_date"))
-        return html("backoffice/person.html", person=person, notes=[], notes_denied=None, reasons=[])
+        return html("backoffice/person.html", person=person, notes=[], notes_denied=None, reasons={})
 
     return Litestar([healthz, people, detail], on_startup=[connect], on_shutdown=[close], openapi_config=None)

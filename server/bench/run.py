@@ -86,6 +86,8 @@ def _dataset(opts: Options, backend: str) -> tuple[dict[str, str], dict, Path]:
     env.pop("MUTUAL_DEV", None)
     # The bench's staff account signs in with its password alone: it measures pages, not sign-in.
     env["MUTUAL_STAFF_MFA"] = "optional"
+    # It sends no mail; the outbox setting only lets the faces start without an SMTP host.
+    env["MUTUAL_MAIL_DEV_OUTBOX"] = "1"
     if backend == "postgres":
         assert opts.postgres_url
         db = f"mutual_bench_{opts.people}p_{opts.events}e_v{DATASET_VERSION}"

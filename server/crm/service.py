@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from server import gateway
-from server.actor import Actor
-from server.db import flush_deleted_pages
-from server.errors import Invalid
-from server.gateway import Page, Record
+from server.actor import Actor, system_actor
+from server.errors import Invalid, NotFound
+from server.gateway import Page, ReasonView, Record
 from server.identity.service import remove_customer_accounts
+from server.vault import AddressInvalid, canonical_email, mail_address
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE_RE = re.compile(r"^\+?[0-9 ()/\-]{5,30}$")
 LIMITS = {"given_name": 100, "family_name": 100, "email": 254, "phone": 30, "address": 300}
+
+
+def email_problem(email: str) -> str | None:
+    """Why this is no address we can mail (and compare safely), with the fix; None when it is one."""
+    try:
+        canonical_email(email)
+    except AddressInvalid as exc:
+        return f"is not an email address we can use ({exc}); use the form name@example.org"
+    return None
+
+
+async def address_on_record(person_id: uuid.UUID) -> str | None:
+    """The email address stored for a person, read through the gateway by the system mailer for account
+    security (audited like any read): every mail of sign-in, verification and reset goes to this address,
+    never to what someone typed into a form. None when the person or their address is gone."""
+    actor = dataclasses.replace(system_actor("mailer"), face="portal")
+    try:
+        record = await gateway.get_person(actor, purpose="account_security", person_id=person_id)
+    except NotFound:
+        return None
+    stored = record["email"]
+    if not stored:
+        return None
+    try:
+        return mail_address(stored)
+    except AddressInvalid:
+        return None  # an address from before validation that no mail can reach
 
 
 def clean_person(form: Mapping[str, str], *, partial: bool = False) -> dict[str, str | None]:
@@ -33,8 +61,8 @@ def clean_person(form: Mapping[str, str], *, partial: bool = False) -> dict[str,
     if not partial and not values.get("family_name"):
         errors["family_name"] = "is required; enter the person's family name"
     email = values.get("email")
-    if email and "email" not in errors and not EMAIL_RE.match(email):
-        errors["email"] = "is not an email address; use the form name@example.org"
+    if email and "email" not in errors and (problem := email_problem(email)):
+        errors["email"] = problem
     phone = values.get("phone")
     if phone and "phone" not in errors and not PHONE_RE.match(phone):
         errors["phone"] = "may hold only digits, spaces, + ( ) / -, 5 to 30 characters, e.g. +49 30 1234567"
@@ -105,10 +133,31 @@ async def update_person(actor: Actor, person_id: uuid.UUID, form: Mapping[str, s
     return sorted(changes)
 
 
-async def reveal(actor: Actor, person_id: uuid.UUID, field: str, reason_code: str, reason_text: str, *,
-                 purpose: str = "customer_service") -> str:
-    reason = " — ".join(p for p in (reason_code.strip(), reason_text.strip()) if p)
-    return await gateway.reveal_field(actor, purpose=purpose, person_id=person_id, field=field, reason=reason)
+async def reveal(actor: Actor, person_id: uuid.UUID, field: str, reason_code: str, ticket: str = "",
+                 note: str = "", *, purpose: str = "customer_service") -> str:
+    """Reveal one masked field: a reason from the list, an optional ticket reference, an optional note
+    (kept encrypted under the person's key, shown to them in their access log)."""
+    return await gateway.reveal_field(actor, purpose=purpose, person_id=person_id, field=field,
+                                      reason=reason_code, ticket=ticket, note=note)
+
+
+def reveal_reasons() -> dict[str, str]:
+    """The reasons the Reveal control offers: id -> title."""
+    return gateway.reveal_reasons()
+
+
+def describe_reasons(recorded: Iterable[str]) -> dict[str, str]:
+    """For the compliance console: each recorded reveal reason in words (title, ticket, whether a sealed
+    note is there; never the note's ciphertext); other texts as recorded."""
+    return {text: gateway.describe_reason(text) for text in set(recorded) if text}
+
+
+async def my_reveal_reasons(actor: Actor, recorded: Iterable[str]) -> dict[str, ReasonView]:
+    """For the signed-in customer's access log: each recorded reveal reason's title and ticket, and the
+    note staff wrote, opened with the customer's own data key."""
+    if actor.person_id is None:
+        return {}
+    return await gateway.explain_reasons(actor, person_id=actor.person_id, recorded=recorded)
 
 
 async def add_note(actor: Actor, person_id: uuid.UUID, body: str, *, purpose: str = "customer_service") -> None:
@@ -127,4 +176,4 @@ async def list_notes(actor: Actor, person_id: uuid.UUID, *, purpose: str = "cust
 async def erase_person(actor: Actor, person_id: uuid.UUID, *, purpose: str = "erasure_request") -> None:
     """Erase a person for good (crypto-shredding), their portal account included, in one transaction."""
     await gateway.erase_person(actor, purpose=purpose, person_id=person_id, also=remove_customer_accounts)
-    await flush_deleted_pages()
+    await gateway.finish_erasure()

@@ -11,13 +11,13 @@ from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault.blind import (
     name_tokens,
-    normalise_email,
     normalise_phone,
     search_index,
     search_indexes,
     stored_width,
 )
 from server.vault.cipher import decrypt_field
+from server.vault.email_address import normalise_email
 from server.vault.planner import person_index_bits
 from server.vault.store import KEY_COLUMNS, key_join, keys_from_rows
 

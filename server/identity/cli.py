@@ -1,5 +1,6 @@
 """`mutual staff create|disable|enable|reset-mfa|sign-out|set-password|unlock`, `mutual sessions
-end-all|end-customer|unlock-customer` and `mutual outbox`: account help for administrators and developers."""
+end-all|end-customer|unlock-customer|reindex-email` and `mutual outbox`: account help for administrators
+and developers."""
 
 from __future__ import annotations
 
@@ -219,6 +220,17 @@ def cmd_unlock_customer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex_email(args: argparse.Namespace) -> int:
+    """Rebuild the customers' sign-in index from their addresses on record (once, after upgrading)."""
+    from server.bench.progress import Progress
+    from server.identity.email_links import reindex_signin_addresses
+
+    require_kernel()
+    changed = asyncio.run(reindex_signin_addresses(Progress))
+    print(f"mutual: sign-in index rebuilt ({changed} account(s) changed)")
+    return 0
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     """The development outbox: the last mails, with their links (when no SMTP server is set)."""
     from server.mail import links_in, outbox_messages
@@ -276,6 +288,8 @@ def _session_commands(commands: Commands) -> None:
     customer = commands.add_parser("end-customer", help="end every session of one customer (by sign-in address)")
     customer.add_argument("email")
     customer.set_defaults(func=cmd_end_customer)
+    commands.add_parser("reindex-email", help="rebuild the customers' sign-in index from their addresses on record "
+                        "(once after upgrading to IDNA2008 address comparison)").set_defaults(func=cmd_reindex_email)
     unlock = commands.add_parser("unlock-customer", help="lift the sign-in locks of one customer (by sign-in "
                                  "address)")
     unlock.add_argument("email")

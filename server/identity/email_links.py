@@ -20,14 +20,16 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from server.actor import system_actor
 from server.crm import service as people
 from server.db import write_transaction
 from server.errors import Invalid
 from server.identity import limits
+from server.identity.link_mails import existing_account_mail, link_mail, mail_on_record
 from server.identity.passwords import hash_password, password_problem
 from server.identity.service import (
     SignedIn,
@@ -40,7 +42,6 @@ from server.identity.service import (
     token_hash,
 )
 from server.identity.tables import CustomerAccount, EmailToken
-from server.mail import Mail, MailNotSent, send
 from server.settings import get_settings
 
 log = logging.getLogger("mutual.identity.email_links")
@@ -95,8 +96,10 @@ def check_email(raw: str) -> str:
     email = " ".join(str(raw).split())
     if not email:
         raise Invalid({"email": "is empty; enter the email address of your account"})
-    if len(email) > 254 or not people.EMAIL_RE.match(email):
-        raise Invalid({"email": "is not an email address; use the form name@example.org"})
+    if len(email) > 254:
+        raise Invalid({"email": f"is {len(email)} characters long; an email address has at most 254"})
+    if problem := people.email_problem(email):
+        raise Invalid({"email": problem})
     return email
 
 
@@ -147,44 +150,6 @@ async def limit_verify_resend(account_id: uuid.UUID, client: str, request_id: st
 
 # --- mails -------------------------------------------------------------------------------------
 
-def _link_mail(purpose: str, to: str, link: str) -> Mail:
-    minutes = get_settings().email_link_minutes
-    what = {
-        "signin": ("Your sign-in link", "asked to sign in to the Mutual portal with this address. "
-                                        "To sign in, open this link and press the button:"),
-        "verify": ("Confirm your email address", "signed up for the Mutual portal with this address. "
-                                                 "To confirm that it is yours, open this link and press "
-                                                 "the button:"),
-        "reset": ("Set a new password", "asked to set a new password for the Mutual portal account of "
-                                        "this address. To set one, open this link and press the button:"),
-    }[purpose]
-    text = (f"Hello,\n\nsomeone (hopefully you) {what[1]}\n\n{link}\n\n"
-            f"The link works once, for {minutes} minutes, and only in the same browser where it was "
-            "asked for.\n\nIf this was not you, ignore this mail: nothing changes.\n\n-- Mutual\n")
-    return Mail(to=to, subject=what[0], text=text)
-
-
-def _existing_account_mail(to: str, origin: str) -> Mail:
-    text = ("Hello,\n\nsomeone (hopefully you) tried to sign up for the Mutual portal with this "
-            "address, but it already has an account.\n\n"
-            f"Sign in here:\n{origin}/signin\n\n"
-            f"Or ask for a sign-in link, no password needed:\n{origin}/signin/email\n\n"
-            f"Forgot your password? Set a new one here:\n{origin}/signin/reset\n\n"
-            "If this was not you, ignore this mail: nothing changes.\n\n-- Mutual\n")
-    return Mail(to=to, subject="You already have an account", text=text)
-
-
-async def _send(mail: Mail) -> None:
-    """Send from a background task: a failure is logged (without recipient or text), never raised,
-    because the response has gone already."""
-    try:
-        await send(mail)
-    except MailNotSent as exc:
-        log.warning("%s", exc)  # names the server and the fix, never the recipient
-    except Exception as exc:  # noqa: BLE001 - nobody is left to raise to
-        log.error("mail not sent: %s", type(exc).__name__)
-
-
 # --- links -------------------------------------------------------------------------------------
 
 async def _new_link(account_id: uuid.UUID, purpose: str, browser: str, origin: str) -> str:
@@ -205,32 +170,30 @@ async def _active_account(index: str) -> dict | None:
 
 
 async def deliver_link(purpose: str, email: str, browser: str, origin: str) -> None:
-    """Background task of "email me a link": mail a link when the address has an active account,
-    else do nothing (the visitor was told the same either way)."""
+    """Background task of "email me a link": mail a link to the address on record when the address
+    finds an active account, else do nothing (the visitor was told the same either way)."""
     try:
         account = await _active_account(signin_email_index(email))
         if account is None:
             return
         link = await _new_link(account["id"], purpose, browser, origin)
+        await mail_on_record(account["person_id"], lambda to: link_mail(purpose, to, link))
     except Exception as exc:  # noqa: BLE001 - the response has gone; log without details
-        log.error("email link not made: %s", type(exc).__name__)
-        return
-    await _send(_link_mail(purpose, email, link))
+        log.error("email link not sent: %s", type(exc).__name__)
 
 
 async def deliver_verify_link(account_id: uuid.UUID, email: str, browser: str, origin: str) -> None:
     """Background task after a password sign-in of an unverified account: a new verification link."""
     try:
-        rows = await CustomerAccount.select(CustomerAccount.email_index).where(
+        rows = await CustomerAccount.select(CustomerAccount.email_index, CustomerAccount.person_id).where(
             (CustomerAccount.id == account_id) & (CustomerAccount.active == True))  # noqa: E712
-        # The address comes from the sign-in form; it must be the account's own.
+        # The address comes from the sign-in form; it must find the account's own.
         if not rows or rows[0]["email_index"] != signin_email_index(email):
             return
         link = await _new_link(account_id, "verify", browser, origin)
+        await mail_on_record(rows[0]["person_id"], lambda to: link_mail("verify", to, link))
     except Exception as exc:  # noqa: BLE001
-        log.error("verification link not made: %s", type(exc).__name__)
-        return
-    await _send(_link_mail("verify", email, link))
+        log.error("verification link not sent: %s", type(exc).__name__)
 
 
 UNCONFIRMED_HOURS = 24
@@ -255,8 +218,7 @@ async def deliver_signup(form: SignupForm, browser: str, origin: str) -> None:
     index = signin_email_index(form.email)
     try:
         await purge_unconfirmed_signups()
-        if await CustomerAccount.exists().where(CustomerAccount.email_index == index):
-            await _send(_existing_account_mail(form.email, origin))
+        if await _tell_existing_account(index, origin):
             return
         password_hash = await hash_password(form.password) if form.password else ""
         actor = dataclasses.replace(system_actor("signup"), face="portal")
@@ -271,15 +233,46 @@ async def deliver_signup(form: SignupForm, browser: str, origin: str) -> None:
                     await CustomerAccount.update({CustomerAccount.password_hash: password_hash}).where(
                         CustomerAccount.id == account_id)
         except Exception:
-            if await CustomerAccount.exists().where(CustomerAccount.email_index == index):
-                await _send(_existing_account_mail(form.email, origin))
+            if await _tell_existing_account(index, origin):
                 return
             raise
         link = await _new_link(account_id, "verify", browser, origin)
+        await mail_on_record(person_id, lambda to: link_mail("verify", to, link))
     except Exception as exc:  # noqa: BLE001
         log.error("sign-up not completed: %s", type(exc).__name__)
-        return
-    await _send(_link_mail("verify", form.email, link))
+
+
+async def _tell_existing_account(index: str, origin: str) -> bool:
+    """When the address finds an account: tell its owner, at the address on record, and say True."""
+    rows = await CustomerAccount.select(CustomerAccount.person_id).where(CustomerAccount.email_index == index)
+    if not rows:
+        return False
+    await mail_on_record(rows[0]["person_id"], lambda to: existing_account_mail(to, origin))
+    return True
+
+
+async def reindex_signin_addresses(progress: Callable[[str, int], Any] | None = None) -> int:
+    """Recompute every customer account's sign-in index from the address on record (read through the
+    gateway, audited), for accounts made before addresses were compared as IDNA2008 A-labels with ASCII
+    local parts: such an account (a domain with ß, say) is found again by its own spelling, and no
+    longer by a look-alike's. Returns how many indexes changed; each account is its own transaction."""
+    accounts = await CustomerAccount.select(CustomerAccount.id, CustomerAccount.person_id,
+                                            CustomerAccount.email_index)
+    bar = progress("sign-in index rebuild", len(accounts)) if progress is not None and accounts else None
+    changed = 0
+    for account in accounts:
+        address = await people.address_on_record(account["person_id"])
+        index = signin_email_index(address) if address else None
+        if index is not None and index != account["email_index"]:
+            async with write_transaction():
+                await CustomerAccount.update({CustomerAccount.email_index: index}).where(
+                    CustomerAccount.id == account["id"])
+            changed += 1
+        if bar is not None:
+            bar.advance()
+    if bar is not None:
+        bar.close()
+    return changed
 
 
 # --- opening and redeeming ---------------------------------------------------------------------
@@ -390,4 +383,5 @@ __all__ = [
     "limit_verify_resend",
     "peek",
     "redeem",
+    "reindex_signin_addresses",
 ]

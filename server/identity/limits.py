@@ -4,7 +4,13 @@ password sign-in, second factors, emailed links, password resets and sign-ups.
 Each failure (or, for mail-sending actions, each request) is one row keyed by a keyed hash of the
 account or the client address, never the value itself. Up to `signin_max_failures` in a day are
 free; the next one locks the key for `signin_window_minutes`, and each further one, once the lock
-is over, doubles the wait (capped at a day).
+is over, doubles the wait (capped at a day; an account's wide key, which strangers can fill from
+many addresses, at `WIDE_CAP`).
+
+A guess is counted before it is checked (`take`): the check of the count and the row that counts
+this attempt are one serialised write (BEGIN IMMEDIATE on SQLite, an advisory lock per key on
+PostgreSQL), so parallel guesses cannot all pass a check that none of them has been counted in.
+A right guess then gives its rows back (`give_back`); a wrong one leaves them (`failed`).
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import hashlib
 import hmac
 import math
 import uuid
+from dataclasses import dataclass
 
 from piccolo.columns.combination import Or, Where
 
 from server.actor import Actor
 from server.audit.chain import Entry, append
+from server.db import is_sqlite, raw, write_transaction
 from server.errors import TooManyAttempts
 from server.identity.tables import SigninFailure
 from server.kernel import get_kernel
@@ -42,7 +50,7 @@ def _now() -> dt.datetime:
 
 def limit_key(kind: str, value: str) -> str:
     """A keyed hash, so neither account names nor client addresses are stored."""
-    _, key = get_kernel().keys.index_key("ratelimit")
+    _, key = get_kernel().keys.purpose_key("ratelimit", "limit-key")
     return hmac.new(key, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -51,6 +59,9 @@ def limit_key(kind: str, value: str) -> str:
 # the same guesses from one client address lock that address and that account-from-that-address.
 WIDE_FACTOR = 4
 WIDE = "w:"
+# The longest a named account stays locked by failures from anywhere: a burst from many addresses
+# must not lock its owner out for a day (the addresses themselves stay locked for longer).
+WIDE_CAP = dt.timedelta(hours=1)
 STAFF_MFA = "staff-mfa"  # the label of staff second-factor attempts (account: the account id)
 
 
@@ -72,7 +83,8 @@ def lock_for(failures: int, key: str = "") -> dt.timedelta:
     over = failures - free
     if over < 0:
         return dt.timedelta(0)
-    return min(CAP, dt.timedelta(minutes=settings.signin_window_minutes) * (2 ** min(over, 16)))
+    cap = WIDE_CAP if key.startswith(WIDE) else CAP
+    return min(cap, dt.timedelta(minutes=settings.signin_window_minutes) * (2 ** min(over, 16)))
 
 
 async def check(kind: str, face: str, keys: list[str]) -> None:
@@ -92,15 +104,66 @@ async def check(kind: str, face: str, keys: list[str]) -> None:
         raise TooManyAttempts(MESSAGES[kind].format(minutes=math.ceil(wait.total_seconds() / 60)))
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A guess counted before it was checked: its rows, to give back if it turns out right."""
+
+    kind: str
+    face: str
+    keys: tuple[str, ...]
+    rows: tuple[uuid.UUID, ...]
+
+
+async def _serialise(keys: list[str]) -> None:
+    """Make concurrent takes of the same keys wait for each other until their transaction ends. SQLite's
+    BEGIN IMMEDIATE already serialises every writer; PostgreSQL takes a transaction advisory lock per key
+    (in sorted order, so two takes never wait for each other in a cycle)."""
+    if is_sqlite():
+        return
+    for key in sorted(set(keys)):
+        await raw("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))", key)
+
+
+async def _insert(kind: str, face: str, keys: list[str]) -> tuple[uuid.UUID, ...]:
+    now = _now()
+    account = next((k for k in keys if k.startswith(WIDE)), None)
+    rows = [SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now, kind=kind, account=account) for k in keys]
+    await SigninFailure.insert(*rows)
+    return tuple(r.id for r in rows)
+
+
+async def take(kind: str, face: str, keys: list[str]) -> Attempt:
+    """Count one guess against every key, unless one is locked (TooManyAttempts, nothing counted): the
+    check and the count are one serialised write, so of any number of parallel guesses only as many
+    as are free get past this line. Call before verifying the guess."""
+    async with write_transaction():
+        await _serialise(keys)
+        await check(kind, face, keys)
+        rows = await _insert(kind, face, keys)
+    return Attempt(kind, face, tuple(keys), rows)
+
+
+async def give_back(attempt: Attempt) -> None:
+    """The guess was right: it does not count as a failure (`clear` forgets the account's earlier ones)."""
+    await SigninFailure.delete().where(SigninFailure.id.is_in(list(attempt.rows)))
+
+
+async def failed(attempt: Attempt) -> None:
+    """The guess was wrong: its rows stay; a lock it started is recorded."""
+    await _note_lock(attempt.kind, attempt.face, list(attempt.keys))
+
+
 async def record(kind: str, face: str, keys: list[str]) -> None:
     """Count one failure (or one mail sent) against each key. Every row of an attempt on an account
     names the account's wide key, so `unlock` can find them (the client-address keys too)."""
-    now = _now()
-    account = next((k for k in keys if k.startswith(WIDE)), None)
-    await SigninFailure.insert(*[SigninFailure(id=uuid.uuid4(), face=face, key=k, at=now, kind=kind,
-                                               account=account) for k in keys])
+    await _insert(kind, face, keys)
+    await _note_lock(kind, face, keys)
+
+
+async def _note_lock(kind: str, face: str, keys: list[str]) -> None:
     # A lock is recorded when it starts, once (not each refused attempt: those would flood the log).
     # The actor is anonymous: the event does not say whose account or which address was locked.
+    now = _now()
     for key in keys:
         count = await SigninFailure.count().where(
             (SigninFailure.key == key) & (SigninFailure.face == face) & (SigninFailure.kind == kind)

@@ -96,7 +96,7 @@ def _legacy_hashes(code: str) -> list[str]:
     each version of the `mfa` key: codes of that time still work until they are used or replaced."""
     value = f"recovery|{_clean(code)}".encode()
     return [hmac.new(key, value, hashlib.sha256).hexdigest()
-            for _, key in get_kernel().keys.index_key_versions("mfa")]
+            for _, key in get_kernel().keys.purpose_key_versions("mfa", "recovery-mac")]
 
 
 async def _code_matches(stored: str, code: str) -> bool:

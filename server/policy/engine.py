@@ -45,6 +45,15 @@ class Purpose:
 
 
 @dataclass(frozen=True)
+class RevealReason:
+    """Why a member of staff reveals a masked field (purposes.yml reveal_reasons): the id is what is recorded."""
+
+    id: str
+    title_de: str
+    title_en: str
+
+
+@dataclass(frozen=True)
 class RetentionRule:
     """How long data is kept (retention.yml): `keep_days` after `after`, then `action`."""
 
@@ -125,8 +134,10 @@ class PolicySet:
 
     def __init__(self, *, version: str, fields: Mapping[str, Mapping[str, FieldSpec]],
                  purposes: Mapping[str, Purpose], roles: Iterable[str],
-                 rules: Iterable[Rule], retention: Mapping[str, RetentionRule] | None = None) -> None:
+                 rules: Iterable[Rule], retention: Mapping[str, RetentionRule] | None = None,
+                 reveal_reasons: Mapping[str, RevealReason] | None = None) -> None:
         self.version = version
+        self._reveal_reasons = dict(reveal_reasons or {})
         self._retention = dict(retention or {})
         self._fields = {table: dict(specs) for table, specs in fields.items()}
         self._purposes = dict(purposes)
@@ -141,6 +152,11 @@ class PolicySet:
     @property
     def purposes(self) -> dict[str, Purpose]:
         return dict(self._purposes)
+
+    @property
+    def reveal_reasons(self) -> dict[str, RevealReason]:
+        """The reasons a reveal may give, in file order."""
+        return dict(self._reveal_reasons)
 
     @property
     def roles(self) -> frozenset[str]:

@@ -13,7 +13,16 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from server.policy.engine import ANY, FieldSpec, PolicySet, Purpose, RetentionRule, Rule, category_matches
+from server.policy.engine import (
+    ANY,
+    FieldSpec,
+    PolicySet,
+    Purpose,
+    RetentionRule,
+    RevealReason,
+    Rule,
+    category_matches,
+)
 
 FILES = ("access.yml", "fields.yml", "purposes.yml", "retention.yml")
 SUBJECT_ROLE = "customer"  # the data subject acting in the portal; its rules must use scope self
@@ -242,6 +251,16 @@ def _build_purposes(doc: _Document) -> dict[str, Purpose]:
     return purposes
 
 
+def _build_reveal_reasons(doc: _Document) -> dict[str, RevealReason]:
+    reasons: dict[str, RevealReason] = {}
+    for i, r in enumerate(doc.data.get("reveal_reasons", [])):
+        if r["id"] in reasons:
+            raise doc.error(("reveal_reasons", i, "id"), f"duplicate reveal reason id '{r['id']}'",
+                            "give each reveal reason its own id")
+        reasons[r["id"]] = RevealReason(r["id"], r["title"]["de"], r["title"]["en"])
+    return reasons
+
+
 def _check_names(doc: _Document, path: tuple[PathItem, ...], names: list[str], known: Iterable[str],
                  kind: str, wildcard: bool = False) -> None:
     known = list(known)
@@ -299,4 +318,5 @@ def load_policies(directory: Path) -> PolicySet:
     purposes = _build_purposes(docs["purposes.yml"])
     roles, rules = _build_rules(docs["access.yml"], fields, purposes)
     return PolicySet(version=_version(docs.values()), fields=fields, purposes=purposes,
-                     roles=roles, rules=rules, retention=retention)
+                     roles=roles, rules=rules, retention=retention,
+                     reveal_reasons=_build_reveal_reasons(docs["purposes.yml"]))

@@ -30,10 +30,6 @@ _TOKEN_SPLIT = re.compile(r"[^\w]+")
 LEGACY_MIN_BITS = 8
 
 
-def normalise_email(value: str) -> str:
-    return unicodedata.normalize("NFKC", value).strip().casefold()
-
-
 def normalise_phone(value: str, region: str) -> str:
     """E.164 when the number parses (+4930123456); else its digits, so lookups still agree."""
     try:
@@ -74,7 +70,7 @@ def _hmac(key: bytes, normalised: str) -> bytes:
 
 def blind_index(provider: KeyProvider, name: str, normalised: str) -> str:
     """Exact index (128 bits), for lookups that must identify one row."""
-    key_id, key = provider.index_key(name)
+    key_id, key = provider.purpose_key(name, "blind-index")
     return f"{key_id}:{_hmac(key, normalised).hex()[:32]}"
 
 
@@ -91,7 +87,7 @@ def _truncated(key_id: str, key: bytes, normalised: str, bits: int) -> str:
 
 def search_index(provider: KeyProvider, name: str, normalised: str, bits: int) -> str:
     """Truncated index under the field's active key, naming its width: what is stored."""
-    key_id, key = provider.index_key(name)
+    key_id, key = provider.purpose_key(name, "blind-index")
     return _truncated(key_id, key, normalised, bits)
 
 
@@ -104,7 +100,7 @@ def search_indexes(provider: KeyProvider, name: str, normalised: str) -> list[st
     of another). Values from before widths were stored (`key:hex`) are asked for too.
     """
     out: list[str] = []
-    for key_id, key in provider.index_key_versions(name):
+    for key_id, key in provider.purpose_key_versions(name, "blind-index"):
         digest = _hmac(key, normalised)
         out.extend(f"{key_id}:{bits}:{_hex(digest, bits)}" for bits in range(MAX_BITS + 1))
         out.extend(dict.fromkeys(f"{key_id}:{_hex(digest, bits)}" for bits in range(LEGACY_MIN_BITS, MAX_BITS + 1)))

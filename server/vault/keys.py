@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import functools
 import json
 import os
-import re
-import secrets
 import sys
 import tempfile
 import time
@@ -23,20 +20,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from server.vault.keycheck import KeyError_ as KeyError_
+from server.vault.keycheck import length_problem
+
+# Re-exported: key documents as data live in keydoc, callers keep importing them from here.
+from server.vault.keydoc import INDEX_NAMES as INDEX_NAMES
+from server.vault.keydoc import _b64 as _b64
+from server.vault.keydoc import add_index_key as add_index_key
+from server.vault.keydoc import add_kek as add_kek
+from server.vault.keydoc import new_key_document as new_key_document
+from server.vault.keydoc import new_ledger_entry as new_ledger_entry
+from server.vault.keydoc import remove_index_keys as remove_index_keys
+from server.vault.keydoc import remove_kek as remove_kek
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock; key-file changes are then unserialised
     fcntl = None  # type: ignore[assignment]
 
-INDEX_NAMES = ("email", "ratelimit", "csrf", "signin", "phone", "name", "mfa")
 INLINE_VARIABLE = "MUTUAL_KEYS"
 # Seconds between checks of the key file for a rotation made by another process.
 FOLLOW_INTERVAL = float(os.environ.get("MUTUAL_KEY_FOLLOW_SECONDS", "1.0"))
-_KEK_ID = re.compile(r"kek-(\d+)")
-
-
-class KeyError_(Exception):
-    """The keys are missing or unusable; start-up stops with this message."""
 
 
 class KeyProvider(Protocol):
@@ -49,9 +53,11 @@ class KeyProvider(Protocol):
 
     def index_key_versions(self, name: str) -> list[tuple[str, bytes]]: ...
 
+    def ledger_key(self) -> tuple[str, bytes]: ...
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    def purpose_key(self, name: str, purpose: str) -> tuple[str, bytes]: ...
+
+    def purpose_key_versions(self, name: str, purpose: str) -> list[tuple[str, bytes]]: ...
 
 
 def _unb64(text: str) -> bytes:
@@ -82,7 +88,11 @@ class FileKeyProvider:
     index_keys: dict[str, tuple[str, bytes]]
     index_versions: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     """Every key of each blind index, the active one first (lookups during an index rebuild)."""
+    derived: frozenset[str] = frozenset()
+    """Index key ids that are HKDF roots (one subkey per purpose); older ids serve every purpose as is."""
     path: Path | None = None
+    ledger_root: tuple[str, bytes] | None = None
+    """Root of the erasure ledger's HMAC subkey; it outlives every key-encryption key."""
     _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
 
@@ -134,6 +144,31 @@ class FileKeyProvider:
         active = self.index_key(name)
         return self.index_versions.get(name) or [active]
 
+    def purpose_key(self, name: str, purpose: str) -> tuple[str, bytes]:
+        """The active key of index `name` for one purpose: an HKDF subkey labelled mutual/v1/<name>/<purpose>
+        for keys made since subkeys exist, the key itself for older ones (their stored values stay valid)."""
+        key_id, key = self.index_key(name)
+        return key_id, self._for_purpose(name, purpose, key_id, key)
+
+    def purpose_key_versions(self, name: str, purpose: str) -> list[tuple[str, bytes]]:
+        return [(kid, self._for_purpose(name, purpose, kid, key)) for kid, key in self.index_key_versions(name)]
+
+    def _for_purpose(self, name: str, purpose: str, key_id: str, key: bytes) -> bytes:
+        from server.vault.subkeys import derive
+
+        return derive(key, f"mutual/v1/{name}/{purpose}".encode()) if key_id in self.derived else key
+
+    def ledger_key(self) -> tuple[str, bytes]:
+        """(root id, HKDF subkey) that keys the erasure ledger's hashes of subject ids."""
+        from server.vault.subkeys import LEDGER_LABEL, derive
+
+        if self.ledger_root is None and self.path is not None:
+            self._reload()
+        if self.ledger_root is None:
+            raise KeyError_("the key document has no erasure-ledger key (ledger.id/ledger.key); add one with "
+                            "`mutual keys add-ledger-key` (older key files lack it)")
+        return self.ledger_root[0], derive(self.ledger_root[1], LEDGER_LABEL)
+
     def _reload(self) -> None:
         """Take the key-encryption keys and the active id from the file as it is now."""
         assert self.path is not None
@@ -143,6 +178,7 @@ class FileKeyProvider:
         self.active = fresh.active
         self.keks = fresh.keks
         self.index_keys, self.index_versions = fresh.index_keys, fresh.index_versions
+        self.ledger_root, self.derived = fresh.ledger_root, fresh.derived
         self._stamp = stamp
 
     @classmethod
@@ -160,12 +196,16 @@ class FileKeyProvider:
             active = doc["kek"]["active"]
             index_keys = {}
             index_versions = {}
+            derived: set[str] = set()
             for name in INDEX_NAMES:
                 entry = doc["index"][name]
+                derived.update(str(kid) for kid in entry.get("derived", []))
                 index_keys[name] = (entry["active"], _unb64(entry["keys"][entry["active"]]))
                 index_versions[name] = [index_keys[name]] + [
                     (kid, _unb64(v)) for kid, v in sorted(entry["keys"].items()) if kid != entry["active"]
                 ]
+            ledger = doc.get("ledger")
+            ledger_root = (ledger["id"], _unb64(ledger["key"])) if ledger is not None else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyError_(
                 f"{source}: malformed key document (missing or invalid {exc}); "
@@ -173,20 +213,11 @@ class FileKeyProvider:
             ) from None
         if active not in keks:
             raise KeyError_(f"{source}: active key-encryption key {active!r} is not among kek.keys")
-        for kid, key in keks.items():
-            if len(key) != 32:
-                raise KeyError_(f"{source}: key-encryption key {kid!r} must be 32 bytes (AES-256)")
-        return cls(keks=keks, active=active, index_keys=index_keys, index_versions=index_versions)
-
-
-def new_key_document() -> dict:
-    return {
-        "kek": {"active": "kek-1", "keys": {"kek-1": _b64(secrets.token_bytes(32))}},
-        "index": {
-            name: {"active": f"{name}-1", "keys": {f"{name}-1": _b64(secrets.token_bytes(32))}}
-            for name in INDEX_NAMES
-        },
-    }
+        problem = length_problem(source, keks, index_versions, ledger_root)
+        if problem is not None:
+            raise KeyError_(problem)
+        return cls(keks=keks, active=active, index_keys=index_keys, index_versions=index_versions,
+                   ledger_root=ledger_root, derived=frozenset(derived))
 
 
 def read_key_document(path: Path) -> dict[str, Any]:
@@ -253,50 +284,6 @@ def locked_key_file(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def add_kek(doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """A copy of `doc` with a new random key-encryption key "kek-N", made active; old keys stay."""
-    new = copy.deepcopy(doc)
-    keys = new["kek"]["keys"]
-    numbers = [int(m.group(1)) for kid in keys if (m := _KEK_ID.fullmatch(kid))]
-    n = max(numbers, default=0) + 1
-    while f"kek-{n}" in keys:  # pragma: no cover - only if someone named a key "kek-0…" by hand
-        n += 1
-    key_id = f"kek-{n}"
-    keys[key_id] = _b64(secrets.token_bytes(32))
-    new["kek"]["active"] = key_id
-    return new, key_id
-
-
-def remove_kek(doc: dict[str, Any], key_id: str) -> dict[str, Any]:
-    """A copy of `doc` without `key_id`; the active key and unknown ids are refused."""
-    if key_id not in doc["kek"]["keys"]:
-        raise KeyError_(f"key-encryption key {key_id!r} is not in the key file")
-    if doc["kek"]["active"] == key_id:
-        raise KeyError_(f"key-encryption key {key_id!r} is the active key; rotate to a new key first")
-    new = copy.deepcopy(doc)
-    del new["kek"]["keys"][key_id]
-    return new
-
-
-def add_index_key(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], str]:
-    """A copy of `doc` with a new key for blind index `name` ("<name>-N"), made active."""
-    new = copy.deepcopy(doc)
-    keys = new["index"][name]["keys"]
-    numbers = [int(kid.rsplit("-", 1)[1]) for kid in keys if kid.rsplit("-", 1)[-1].isdigit()]
-    key_id = f"{name}-{max(numbers, default=0) + 1}"
-    keys[key_id] = _b64(secrets.token_bytes(32))
-    new["index"][name]["active"] = key_id
-    return new, key_id
-
-
-def remove_index_keys(doc: dict[str, Any], name: str, keep: str) -> tuple[dict[str, Any], list[str]]:
-    """A copy of `doc` keeping only key `keep` of blind index `name`; returns the removed ids."""
-    new = copy.deepcopy(doc)
-    removed = [kid for kid in new["index"][name]["keys"] if kid != keep]
-    new["index"][name]["keys"] = {keep: new["index"][name]["keys"][keep]}
-    return new, removed
-
-
 def inline_key_document() -> dict[str, Any] | None:
     """The document in MUTUAL_KEYS, which wins over the key file, or None when it is unset."""
     inline = os.environ.get(INLINE_VARIABLE)
@@ -318,9 +305,12 @@ def ensure_dev_key_file(path: Path) -> bool:
         with locked_key_file(path):
             doc = read_key_document(path)
             missing = [name for name in INDEX_NAMES if name not in doc.get("index", {})]
+            if "ledger" not in doc:
+                doc["ledger"] = new_ledger_entry()
+                missing.append("erasure ledger")
             if missing:
                 fresh = new_key_document()["index"]
-                doc.setdefault("index", {}).update({name: fresh[name] for name in missing})
+                doc.setdefault("index", {}).update({name: fresh[name] for name in missing if name in fresh})
                 write_key_document(path, doc)
                 print(f"mutual: development key file {path} gained index keys: {', '.join(missing)}",
                       file=sys.stderr)

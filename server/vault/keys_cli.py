@@ -1,4 +1,4 @@
-"""The `mutual keys` commands: init, rotate, status and retire key-encryption keys."""
+"""The `mutual keys` commands: init, rotate, status, retire key-encryption keys, close a crypto-period."""
 
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         print(f"mutual: continued the unfinished rotation to {result.active}")
     print(f"mutual: rewrapped {result.rewrapped} data key(s) under {result.active}; "
           f"{result.remaining} remain under older keys")
-    print("mutual: older keys may be retired with `mutual keys retire KEY_ID` once no backup you may "
-          "restore still needs them (a database backup holds data keys wrapped by the keys of its day)")
+    print("mutual: older keys may be retired with `mutual keys retire KEY_ID`; the subject-key store then "
+          "carries older backups' data keys, so back it up with the key file afterwards")
     return 0 if result.complete else 1
 
 
@@ -128,6 +128,25 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_close_period(args: argparse.Namespace) -> int:
+    refused = refuse_inline("close a crypto-period")
+    if refused is not None:
+        return refused
+    require_kernel()
+    from server.vault.periods import close_period
+
+    settings = get_settings()
+    try:
+        result = asyncio.run(close_period(settings.key_file, settings.subject_key_store))
+    except KeyError_ as exc:
+        return _fail(f"the crypto-period is not closed: {exc}")
+    print(f"mutual: crypto-period closed: {result.active} is active; destroyed "
+          f"{', '.join(result.destroyed) or 'no older key'}; {result.stored} data key(s) written to "
+          f"{settings.subject_key_store}. Back up the key file and the subject-key store now, and destroy "
+          "older copies of the key file.")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -148,6 +167,9 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     retire = commands.add_parser("retire", help="remove a key-encryption key no data key uses")
     retire.add_argument("key_id")
     retire.set_defaults(func=cmd_retire)
+    commands.add_parser(
+        "close-period", help="end the crypto-period: new key-encryption key, data keys rewrapped and stored, "
+                             "older keys destroyed (each erasure does this)").set_defaults(func=cmd_close_period)
 
 
 def register(subparsers: Commands) -> Commands:

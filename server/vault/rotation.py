@@ -22,6 +22,7 @@ from server.vault.keys import (
     remove_kek,
     write_key_document,
 )
+from server.vault.keystore import write_store
 
 TABLE = "vault_subject_key"
 
@@ -166,6 +167,8 @@ async def retire(path: Path, key_id: str) -> None:
         FileKeyProvider.from_document(doc, str(path))
         retired = remove_kek(doc, key_id)  # refuses the active key and a key the file lacks
         _refuse_while_used(key_id, await _uses(key_id))
+        # Backups still hold data keys wrapped by it: the store carries them past its destruction.
+        await write_store(get_settings().subject_key_store, doc["kek"]["active"])
         write_key_document(path, retired)
         # A process that had not yet seen the new active key may have wrapped one meanwhile.
         late = await _uses(key_id)

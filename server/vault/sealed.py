@@ -18,14 +18,14 @@ from server.vault.keys import KeyProvider
 def seal_secret(provider: KeyProvider, binding: str, value: str) -> str:
     """Seal an account secret (a TOTP seed) under the key file's `mfa` key, bound to `binding`
     (table, column and account), so a sealed value copied to another account does not open."""
-    key_id, key = provider.index_key("mfa")
+    key_id, key = provider.purpose_key("mfa", "seal")
     nonce = os.urandom(12)
     return _pack(key_id, nonce, AESGCM(key).encrypt(nonce, value.encode(), f"mutual.secret|{binding}".encode()))
 
 
 def open_secret(provider: KeyProvider, binding: str, token: str) -> str:
     key_id, nonce, sealed = _unpack(token)
-    for kid, key in provider.index_key_versions("mfa"):
+    for kid, key in provider.purpose_key_versions("mfa", "seal"):
         if kid == key_id:
             try:
                 return AESGCM(key).decrypt(nonce, sealed, f"mutual.secret|{binding}".encode()).decode()

@@ -17,10 +17,12 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.actor import system_actor
+from server.audit import anchor
 from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
 from server.kernel import check_database_keys, get_kernel
+from server.mail import check_mail_settings
 from server.policy.snapshot import load_snapshot, record_loaded
 from server.settings import get_settings
 from server.vault.store import request_key_cache
@@ -33,11 +35,18 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+# Powerful browser features off for every origin, passkeys (WebAuthn) allowed for this origin only.
+PERMISSIONS_POLICY = (
+    "accelerometer=(), browsing-topics=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), "
+    "hid=(), magnetometer=(), microphone=(), midi=(), payment=(), serial=(), usb=(), "
+    "publickey-credentials-create=(self), publickey-credentials-get=(self)"
+)
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
+    "permissions-policy": PERMISSIONS_POLICY,
     "cache-control": "no-store",
 }
 
@@ -85,6 +94,7 @@ async def _startup(app: Litestar) -> None:
         await engine().start_connection_pool()
         await check_database_keys()
         await _record_policy_version(app.state.face)
+        anchor.start()
     _POOL_USERS += 1
 
 
@@ -92,6 +102,7 @@ async def _shutdown(app: Litestar) -> None:
     global _POOL_USERS
     _POOL_USERS -= 1
     if _POOL_USERS == 0:
+        await anchor.stop()
         await engine().close_connection_pool()
 
 
@@ -131,8 +142,9 @@ def _request_key_cache(app: ASGIApp) -> ASGIApp:
 
 def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], templates: Path, static: Path,
                     debug: bool = False) -> Litestar:
+    check_mail_settings(get_settings())  # no plain-text outbox of live links outside development
     kernel = get_kernel()
-    _, csrf_key = kernel.keys.index_key("csrf")
+    _, csrf_key = kernel.keys.purpose_key("csrf", "csrf-token")
     app = Litestar(
         route_handlers=[
             healthz,

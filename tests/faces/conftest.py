@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from server.identity import passwords
+from server.identity import accounts, passwords
 from server.identity import service as identity
 
 _HASHES: dict[str, str] = {}
@@ -18,7 +18,9 @@ def argon2_once_per_password(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hashing and verifying are deterministic for a given hash and password, so their results are
     reused: every account still holds a real argon2 hash and every sign-in a real argon2 verdict, but
     the dozens of accounts and sign-ins the matrix makes no longer cost 120 ms each."""
-    monkeypatch.setattr(identity, "hash_password", _hash_once(passwords.hash_password))
+    hash_once = _hash_once(passwords.hash_password)
+    monkeypatch.setattr(identity, "hash_password", hash_once)
+    monkeypatch.setattr(accounts, "hash_password", hash_once)
     monkeypatch.setattr(identity, "verify_password", _verify_once(passwords.verify_password))
 
 

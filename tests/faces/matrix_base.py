@@ -75,6 +75,6 @@ NOTES_READ = ("read", "crm_note")
 WRONG = "not-the-password"
 NEW_PERSON = {"given_name": "Jana", "family_name": "Beispiel", "email": "jana.beispiel@example.com"}
 NEW_PHONE = {"phone": "+49 30 7654321"}
-REVEAL = {"field": "birth_date", "reason_code": "Identity check requested by the customer"}
+REVEAL = {"field": "birth_date", "reason_code": "customer_request"}
 SIGNIN_FAILED = Expect(400, events=(("signin", "session", "failed"),))
 

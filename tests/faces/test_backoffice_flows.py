@@ -27,7 +27,7 @@ from tests.support import ERIKA, MAX, staff
 TAG_RE = re.compile(r"<[^>]+>")
 PERSON_URL_RE = re.compile(r"^/people/([0-9a-f-]{36})\?created=1$")
 ROW_LINK_RE = re.compile(r'<td><a href="/people/([0-9a-f-]{36})">')
-REASON = "Identity check requested by the customer"
+REASON = "customer_request"
 
 
 def text_of(page: str) -> str:
@@ -66,7 +66,8 @@ async def test_an_invalid_email_comes_back_422_with_the_input_kept_and_the_field
     for field in ("given_name", "family_name", "email", "phone", "birth_date"):
         assert f'value="{html.escape(form[field])}"' in response.text, f"{field} was not kept"
     assert html.escape(form["address"]) in response.text
-    assert "Email is not an email address; use the form name@example.org" in text_of(response.text)
+    assert ("Email is not an email address we can use (An email address must have an @-sign.); use the form "
+            "name@example.org") in text_of(response.text)
     assert re.search(r'<input id="email"[^>]*aria-invalid="true"', response.text), "email not marked invalid"
     assert await events_since(before) == [], "a refused form must not create anyone"
 
@@ -165,14 +166,15 @@ async def test_revealing_with_a_reason_shows_the_full_birth_date_as_an_htmx_frag
         detail = await client.get(f"/people/{person_id}")
         assert "1964-••-••" in detail.text and "1964-08-12" not in detail.text
         before = await last_seq()
-        form = {"field": "birth_date", "reason_code": REASON, "reason_text": "caller on the phone"}
+        form = {"field": "birth_date", "reason_code": REASON, "ticket": "T-4711", "note": "caller on the phone"}
         fragment = await post_form(client, f"/people/{person_id}/reveal", form, csrf, HTMX)
     assert fragment.status_code == 200
     assert without_html_shell(fragment.text)
     assert 'id="reveal-birth_date"' in fragment.text and "1964-08-12" in fragment.text
     events = await events_since(before)
     assert summary(events) == [("reveal", "crm_person", "ok")]
-    assert events[0].reason == f"{REASON} — caller on the phone"
+    assert events[0].reason.startswith(f"{REASON} ticket=T-4711 note=")
+    assert "caller" not in events[0].reason, "the note is recorded sealed, not in clear text"
     assert list(events[0].fields) == ["birth_date"]
 
 
@@ -235,3 +237,19 @@ async def test_erasing_needs_the_typed_word_and_then_removes_the_person(db: None
         assert erased.status_code == 303 and erased.headers["location"] == "/people?erased=1"
         gone = await client.get(f"/people/{person_id}")
     assert gone.status_code == 404
+
+
+async def test_a_reveal_whose_ticket_could_hold_a_name_is_refused_422_and_the_form_offers_coded_reasons(
+        db: None) -> None:
+    person_id = await make_person(ERIKA)
+    async with face_client("backoffice") as client:
+        csrf = await _admin(client)
+        detail = await client.get(f"/people/{person_id}")
+        before = await last_seq()
+        form = {"field": "birth_date", "reason_code": REASON, "ticket": "Erika Mustermann", "note": "on the phone"}
+        fragment = await post_form(client, f"/people/{person_id}/reveal", form, csrf, HTMX)
+    assert '<option value="customer_request">The customer asked for it</option>' in detail.text
+    assert fragment.status_code == 422 and "1964-08-12" not in fragment.text
+    assert "Ticket reference: a ticket reference is up to 40 letters, digits and . _ # / -" in text_of(fragment.text)
+    assert 'value="on the phone"' in fragment.text and '<option value="customer_request" selected>' in fragment.text
+    assert await events_since(before) == []

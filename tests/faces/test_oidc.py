@@ -267,7 +267,7 @@ async def test_a_first_sign_in_that_finds_its_name_just_taken_by_the_same_person
         pytest.skip("SQLite lets one writer at a time through: the two sign-ins cannot interleave")
     sub = new_sub()
     claims = {"preferred_username": "oidc-between", "groups": ["crm-sales"], **PROVIDER_MFA}
-    real = oidc._provision
+    real = oidc.flow._provision
     calls = 0
 
     async def other_browser() -> int:
@@ -281,7 +281,7 @@ async def test_a_first_sign_in_that_finds_its_name_just_taken_by_the_same_person
             assert await asyncio.create_task(other_browser(), context=contextvars.Context()) == 303
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(oidc, "_provision", provision_after_the_other)
+    monkeypatch.setattr(oidc.flow, "_provision", provision_after_the_other)
     async with backoffice() as client:
         answer = await sign_in(client, sso, sub, claims)
     assert answer.status_code == 303, alert(answer.text)
@@ -302,7 +302,7 @@ async def test_an_unexpected_error_in_a_returning_sign_in_is_not_retried(sso: Oi
         calls += 1
         raise RuntimeError("a fault that is not a race")
 
-    monkeypatch.setattr(oidc, "_link_and_open", broken)
+    monkeypatch.setattr(oidc.flow, "_link_and_open", broken)
     async with backoffice() as client:
         answer = await sign_in(client, sso, sub, claims)
     assert answer.status_code == 500 and calls == 1
@@ -394,7 +394,7 @@ async def test_a_refusal_at_the_provider_is_explained(sso: OidcProvider) -> None
 async def test_an_expired_attempt_is_refused(sso: OidcProvider) -> None:
     async with backoffice() as client:
         url = await start(client)
-        await AuthChallenge.update({AuthChallenge.expires_at: oidc._now()}, force=True)
+        await AuthChallenge.update({AuthChallenge.expires_at: oidc.provider._now()}, force=True)
         sso.set_user("slow", {**ADMINS, **PROVIDER_MFA})
         refused = await client.get(callback_path(sso.authorize(url, "slow")))
         assert refused.status_code == 400 and "expired" in alert(refused.text)
@@ -542,8 +542,8 @@ def signing_key(monkeypatch: pytest.MonkeyPatch) -> RSAKey:
         fetches.append(url)
         return published["set"].as_dict()  # type: ignore[return-value]
 
-    monkeypatch.setattr(oidc, "_get_json", fake_get_json)
-    monkeypatch.setattr(oidc, "_keys", {})
+    monkeypatch.setattr(oidc.provider, "_get_json", fake_get_json)
+    monkeypatch.setattr(oidc.provider, "_keys", {})
     key.published = published  # type: ignore[attr-defined]
     key.fetches = fetches  # type: ignore[attr-defined]
     return key
@@ -608,7 +608,7 @@ async def test_rotated_provider_keys_are_fetched_again(signing_key: RSAKey,
     assert len(signing_key.fetches) == 1  # type: ignore[attr-defined]
     new_key = RSAKey.generate_key(2048, parameters={"kid": "k2"})
     signing_key.published["set"] = KeySet([signing_key, new_key])  # type: ignore[attr-defined]
-    monkeypatch.setattr(oidc, "KEYS_REFETCH_SECONDS", 0)
+    monkeypatch.setattr(oidc.provider, "KEYS_REFETCH_SECONDS", 0)
     assert await oidc.validate_id_token(PROVIDER, CLIENT, token(new_key, claims(), kid="k2"), NONCE)
     assert len(signing_key.fetches) == 2  # type: ignore[attr-defined]
     unknown = RSAKey.generate_key(2048, parameters={"kid": "k3"})
@@ -744,7 +744,7 @@ async def test_without_auth_time_the_sign_in_counts_as_recent_only_when_max_age_
         assert "auth_time" in claims
         return {name: value for name, value in claims.items() if name != "auth_time"}
 
-    monkeypatch.setattr(oidc, "validate_id_token", without_auth_time)
+    monkeypatch.setattr(oidc.flow, "validate_id_token", without_auth_time)
     for setting, recent in (("15", False), ("off", True)):
         _set_env(monkeypatch, {"MUTUAL_OIDC_MAX_AGE_MINUTES": setting})
         async with backoffice() as client:

@@ -17,6 +17,7 @@ from tests.faces._client import (
     HTMX,
     STAFF_PASSWORD,
     Client,
+    Event,
     csrf_token,
     customer_session,
     events_since,
@@ -206,6 +207,12 @@ def _sees_erika(principal: str, entry: Entry) -> bool:
     return principal == "allowed"
 
 
+def _mailer_read(event: Event) -> bool:
+    """The one processing of someone's data any visitor may cause: the system mailer reading the address
+    on record to send its owner (never the asker) a link or a "you have an account" mail."""
+    return event.actor_kind == "system" and event.purpose == "account_security" and event.action == "read"
+
+
 @pytest.mark.parametrize("entry", MATRIX, ids=[" ".join(e.key) for e in MATRIX])
 async def test_each_route_answers_each_principal_as_the_matrix_says(entry: Entry, world: World) -> None:
     async with face_client(entry.face) as client:
@@ -227,14 +234,15 @@ async def test_each_route_answers_each_principal_as_the_matrix_says(entry: Entry
             if not _sees_erika(principal, entry):
                 leaked = [tell for tell in ERIKA_TELLS if tell in body]
                 assert not leaked, f"{where}: response shows Erika's {leaked}"
-                named = [e for e in events if world.erika_pseudonym in e.subjects and e.outcome != "denied"]
+                named = [e for e in events if world.erika_pseudonym in e.subjects and e.outcome != "denied"
+                         and not _mailer_read(e)]
                 assert not named, f"{where}: Erika's data was processed: {summary(named)}"
             if "{person_id:str}" in entry.route:
                 # A refused attempt on Erika's record names her, so her access log shows it.
                 refused = [e for e in events if e.outcome == "denied"]
                 assert all(e.subjects == [world.erika_pseudonym] for e in refused), where
             if principal == "max" and entry.face == "portal":
-                assert all(e.subjects in ([], [world.max_pseudonym]) for e in events), where
+                assert all(e.subjects in ([], [world.max_pseudonym]) for e in events if not _mailer_read(e)), where
 
 
 @pytest.mark.parametrize("entry", [e for e in MATRIX if e.guarded], ids=[" ".join(e.key) for e in MATRIX

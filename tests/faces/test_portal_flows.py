@@ -22,7 +22,7 @@ from tests.support import ERIKA, MAX, staff
 
 TAG_RE = re.compile(r"<[^>]+>")
 ROW_RE = re.compile(r"<tr>(.*?)</tr>", re.DOTALL)
-MAX_REASON = "Max asked about his contract"
+MAX_NOTE = "Max asked about his contract"
 
 
 def text_of(page: str) -> str:
@@ -87,7 +87,7 @@ async def test_the_access_page_lists_the_staff_read_and_nothing_about_max(db: No
         await gateway.get_person(admin, purpose="customer_service", person_id=erika.person_id)
         await gateway.get_person(admin, purpose="sales", person_id=max_.person_id)
         await gateway.reveal_field(admin, purpose="sales", person_id=max_.person_id, field="birth_date",
-                                   reason=MAX_REASON)
+                                   reason="customer_request", note=MAX_NOTE)
         page = await client.get("/access")
     assert page.status_code == 200
     rows = access_rows(page.text)
@@ -96,7 +96,7 @@ async def test_the_access_page_lists_the_staff_read_and_nothing_about_max(db: No
     assert "Staff (admin) viewed" in rows[0] and "customer service ok" in rows[0]
     assert "system created" in rows[1]
     shown = text_of(page.text)
-    assert MAX_REASON not in shown and " sales " not in f" {shown} "
+    assert MAX_NOTE not in shown and " sales " not in f" {shown} "
 
 
 async def test_a_refused_staff_attempt_on_her_record_shows_in_her_access_log(db: None) -> None:
@@ -109,3 +109,17 @@ async def test_a_refused_staff_attempt_on_her_record_shows_in_her_access_log(db:
     rows = access_rows(page.text)
     assert len(rows) == 2, rows
     assert "Staff (compliance) viewed" in rows[0] and rows[0].endswith("customer service refused")
+
+
+async def test_the_access_log_shows_a_reveal_by_its_reason_title_ticket_and_the_note_staff_wrote(db: None) -> None:
+    async with face_client("portal") as client:
+        erika, _ = await _erika(client)
+        await gateway.reveal_field(staff("admin"), purpose="customer_service", person_id=erika.person_id,
+                                   field="birth_date", reason="identity_check", ticket="T-4711",
+                                   note="Erika asked us to confirm her date of birth")
+        page = await client.get("/access")
+    revealed = [row for row in access_rows(page.text) if "revealed" in row]
+    assert len(revealed) == 1, access_rows(page.text)
+    assert ("customer service — Identity check (ticket T-4711): Erika asked us to confirm her date of birth"
+            in revealed[0])
+    assert "note=" not in page.text, "the sealed note is never shown as ciphertext"

@@ -238,6 +238,9 @@ def _assert_security_headers(headers: dict[str, str], where: str) -> None:
     assert directives.get("script-src") == "script-src 'self'", f"{where}: {csp}"
     assert headers.get("x-content-type-options") == "nosniff", where
     assert headers.get("referrer-policy") == "no-referrer", where
+    policy = headers.get("permissions-policy", "")
+    for feature in ("camera=()", "microphone=()", "geolocation=()", "payment=()"):
+        assert feature in policy, f"{where}: Permissions-Policy lacks {feature}: {policy!r}"
 
 
 @pytest.mark.parametrize("face", FACES)

@@ -18,7 +18,7 @@ from tests.support import ERIKA, MAX, staff
 PURPOSE = "customer_service"
 COPY_COLUMNS = (
     '"at", request_id, face, actor_kind, actor_id, "role", "action", entity, subjects, "fields", '
-    'purpose, reason, policy_version, outcome, prev_hash, "hash"'
+    'purpose, reason, policy_version, outcome, prev_hash, "hash", format_version'
 )
 
 
@@ -122,11 +122,12 @@ async def test_a_correctly_hashed_event_slipped_between_two_events_breaks_the_ne
     await raw("UPDATE audit_event SET id = id + {}, seq = seq + {} WHERE seq > {}", shift, shift, 3)
     await raw("UPDATE audit_event SET seq = seq - {} + 1 WHERE seq > {}", shift, shift)
     forged = {**third, "seq": 4, "purpose": "forged", "prev_hash": third["hash"]}
-    forged["hash"] = event_hash(third["hash"], forged)
+    log_id = (await raw("SELECT log_id FROM audit_head"))[0]["log_id"]
+    forged["hash"] = event_hash(third["hash"], forged, log_id)
     await raw(
         f"INSERT INTO audit_event (id, seq, {COPY_COLUMNS}) SELECT {{}}, {{}}, "
         '"at", request_id, face, actor_kind, actor_id, "role", "action", entity, subjects, '
-        '"fields", {}, reason, policy_version, outcome, {}, {} FROM audit_event WHERE seq = {}',
+        '"fields", {}, reason, policy_version, outcome, {}, {}, format_version FROM audit_event WHERE seq = {}',
         gap_after + 1, 4, "forged", forged["prev_hash"], forged["hash"], 3,
     )
     assert [e["seq"] for e in await _events()] == list(range(1, total + 2))
@@ -185,7 +186,7 @@ async def test_audit_events_never_hold_field_values(db: None) -> None:
                                 changes={"phone": "+49 221 9876543", "family_name": "Musterfrau"})
     await gateway.find_people(admin, purpose=PURPOSE, field="email", query=ERIKA["email"])
     await gateway.reveal_field(admin, purpose=PURPOSE, person_id=erika, field="birth_date",
-                               reason="identity check on the phone")
+                               reason="identity_check", note="on the phone")
     events = await _events()
     assert {e["action"] for e in events} >= {"create", "read", "update", "search", "reveal"}
     dumped = " ".join(str(v) for e in events for v in e.values())
@@ -238,7 +239,7 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
     async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people.append", broken)
+    monkeypatch.setattr("server.gateway.people._common.append", broken)
     result: Any = None
     with pytest.raises(RuntimeError, match="audit store unavailable"):
         result = await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
@@ -254,7 +255,7 @@ async def test_a_create_whose_audit_event_cannot_be_written_leaves_nothing_behin
     async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people.append", broken)
+    monkeypatch.setattr("server.gateway.people._common.append", broken)
     with pytest.raises(RuntimeError):
         await gateway.create_person(staff("admin"), purpose=PURPOSE, values=ERIKA)
     assert await raw("SELECT id FROM crm_person") == []

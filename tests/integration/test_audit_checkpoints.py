@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import logging
 import os
 import subprocess
@@ -16,18 +15,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.actor import system_actor
-from server.audit import checkpoints
-from server.audit.chain import Entry, _iso, append_many, event_hash, verify_database
+from server.audit import checkpoints, signing
+from server.audit.chain import Entry, append_many, event_hash, verify_database
 from server.audit.checkpoints import (
-    EXPORT_EVENT_FIELDS,
     checkpoint_now,
     checkpoints_covering,
     prune,
     sign_checkpoint,
     verify_checkpoint,
-    verify_export,
 )
-from server.cli import main
 from server.db import raw
 
 EVERY = 4
@@ -56,6 +52,10 @@ async def _events() -> list[dict[str, Any]]:
     return await raw("SELECT * FROM audit_event ORDER BY seq")
 
 
+async def _log_id() -> str:
+    return str((await raw("SELECT log_id FROM audit_head"))[0]["log_id"])
+
+
 async def _checkpoint_seqs() -> list[int]:
     return [int(r["seq"]) for r in await raw("SELECT seq FROM audit_checkpoint ORDER BY seq")]
 
@@ -66,8 +66,9 @@ async def _rechain_from(seq: int, purpose: str) -> None:
     await raw("UPDATE audit_event SET purpose = {} WHERE seq = {}", purpose, seq)
     events = await _events()
     prev = events[seq - 2]["hash"] if seq > 1 else "0" * 64
+    log_id = await _log_id()
     for event in events[seq - 1:]:
-        digest = event_hash(prev, event)
+        digest = event_hash(prev, event, log_id)
         await raw('UPDATE audit_event SET prev_hash = {}, "hash" = {} WHERE seq = {}', prev, digest, event["seq"])
         prev = digest
     await raw("UPDATE audit_head SET \"hash\" = {} WHERE name = 'main'", prev)
@@ -112,9 +113,10 @@ async def test_a_checkpoint_re_signed_with_another_key_is_not_trusted(db: None) 
     await _append(5)
     event = (await raw('SELECT "hash" FROM audit_event WHERE seq = 4'))[0]
     stored = (await checkpoints_covering(4, 4))[0]
-    other = sign_checkpoint(Ed25519PrivateKey.generate(), 4, event["hash"], stored["at"])
+    other = sign_checkpoint(Ed25519PrivateKey.generate(), 4, event["hash"], stored["at"], await _log_id())
     await raw("UPDATE audit_checkpoint SET key_id = {}, public_key = {}, signature = {} WHERE seq = 4",
               other["key_id"], other["public_key"], other["signature"])
+    assert stored["format_version"] == other["format_version"] == 2
     assert verify_checkpoint(other)  # a valid signature, but by a key this installation does not hold
     result = await verify_database()
     assert not result.ok and result.first_bad_seq == 4
@@ -153,8 +155,8 @@ async def test_checkpoint_now_signs_the_head_once(db: None) -> None:
 async def test_appends_go_on_without_checkpoints_when_the_signing_key_is_missing(
     db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(checkpoints, "signing_key_path", lambda: tmp_path / "missing.key")
-    monkeypatch.setattr(checkpoints, "_warned_missing_key", False)
+    monkeypatch.setattr(signing, "signing_key_path", lambda: tmp_path / "missing.key")
+    monkeypatch.setattr(signing, "_warned_missing_key", False)
     with caplog.at_level(logging.WARNING, logger="mutual.audit"):
         await _append(9)
     assert await _checkpoint_seqs() == []
@@ -168,8 +170,8 @@ async def test_an_unreadable_signing_key_skips_checkpoints_but_not_appends(
 ) -> None:
     broken = tmp_path / "broken.key"
     broken.write_text("not a key")
-    monkeypatch.setattr(checkpoints, "signing_key_path", lambda: broken)
-    monkeypatch.setattr(checkpoints, "_warned_missing_key", False)
+    monkeypatch.setattr(signing, "signing_key_path", lambda: broken)
+    monkeypatch.setattr(signing, "_warned_missing_key", False)
     await _append(5)
     assert await _checkpoint_seqs() == []
     assert len(await _events()) == 5
@@ -188,92 +190,6 @@ def test_a_new_signing_key_file_is_private_and_never_replaced(tmp_path: Path) ->
     assert list(path.parent.iterdir()) == [path]
 
 
-# --- exported files -------------------------------------------------------------------------------
-
-async def _write_export(path: Path, first: int = 1, last: int | None = None) -> list[str]:
-    events = [e for e in await _events() if e["seq"] >= first and (last is None or e["seq"] <= last)]
-    lines = [json.dumps({"kind": "header", "format": "mutual-audit-export/1", "filters": {}})]
-    for event in events:
-        row = {k: event[k] for k in EXPORT_EVENT_FIELDS}
-        row["at"] = _iso(event["at"])
-        lines.append(json.dumps({"kind": "event", **row}))
-    covering = await checkpoints_covering(events[0]["seq"], events[-1]["seq"])
-    lines.append(json.dumps({"kind": "checkpoints", "checkpoints": covering}))
-    path.write_text("\n".join(lines) + "\n")
-    return lines
-
-
-async def test_an_exported_file_verifies_offline_with_its_checkpoints(db: None, tmp_path: Path) -> None:
-    await _append(10)
-    path = tmp_path / "audit.jsonl"
-    await _write_export(path)
-    result = verify_export(path)
-    assert result.ok, result.problem
-    assert (result.checked, result.checkpoints) == (10, 2)
-    assert main(["audit", "verify", "--file", str(path)]) == 0
-
-
-async def test_a_partial_export_verifies_against_the_next_checkpoint_after_it(db: None, tmp_path: Path) -> None:
-    await _append(10)
-    path = tmp_path / "part.jsonl"
-    await _write_export(path, first=5, last=6)
-    result = verify_export(path)
-    assert result.ok, result.problem
-    assert (result.checked, result.checkpoints) == (2, 1)
-
-
-async def test_a_modified_line_of_an_export_is_named_by_its_seq(db: None, tmp_path: Path) -> None:
-    await _append(10)
-    path = tmp_path / "audit.jsonl"
-    lines = await _write_export(path)
-    event = json.loads(lines[6])
-    assert event["seq"] == 6
-    lines[6] = json.dumps({**event, "purpose": "marketing"})
-    path.write_text("\n".join(lines) + "\n")
-    result = verify_export(path)
-    assert not result.ok and result.first_bad_seq == 6
-    assert "modified" in result.problem
-    assert main(["audit", "verify", "--file", str(path)]) == 1
-
-
-async def test_a_re_chained_export_is_caught_by_its_checkpoint(db: None, tmp_path: Path) -> None:
-    await _append(10)
-    await _rechain_from(6, "marketing")
-    path = tmp_path / "audit.jsonl"
-    await _write_export(path)
-    result = verify_export(path)
-    assert not result.ok and result.first_bad_seq == 8
-    assert "does not match the chain" in result.problem
-
-
-async def test_an_export_with_a_forged_checkpoint_signature_names_it(db: None, tmp_path: Path) -> None:
-    await _append(10)
-    path = tmp_path / "audit.jsonl"
-    lines = await _write_export(path)
-    tail = json.loads(lines[-1])
-    tail["checkpoints"][1]["signature"] = base64.b64encode(b"\x02" * 64).decode()
-    lines[-1] = json.dumps(tail)
-    path.write_text("\n".join(lines) + "\n")
-    result = verify_export(path)
-    assert not result.ok and result.first_bad_seq == 8
-    assert result.problem == "checkpoint at event 8: signature invalid"
-
-
-async def test_an_export_cut_short_or_with_a_deleted_line_fails(db: None, tmp_path: Path) -> None:
-    await _append(10)
-    path = tmp_path / "audit.jsonl"
-    lines = await _write_export(path)
-    path.write_text("\n".join(lines[:-1]) + "\n")
-    assert "cut short" in verify_export(path).problem
-    path.write_text("\n".join(lines[:3] + lines[4:]) + "\n")  # event 3 removed: 2 and 4 are not linked
-    result = verify_export(path)
-    assert result.ok  # a filtered export may skip events; the checkpoint at 4 still matches
-    lines[4] = json.dumps({**json.loads(lines[4]), "prev_hash": "a" * 64})
-    path.write_text("\n".join(lines) + "\n")
-    result = verify_export(path)
-    assert not result.ok and result.first_bad_seq == 4
-
-
 # --- retention ------------------------------------------------------------------------------------
 
 async def _age_events(up_to: int, days: int) -> None:
@@ -282,9 +198,9 @@ async def _age_events(up_to: int, days: int) -> None:
     await raw('UPDATE audit_event SET "at" = {} WHERE seq <= {}', old, up_to)
     await raw("DELETE FROM audit_checkpoint")
     events = await _events()
-    prev = "0" * 64
+    prev, log_id = "0" * 64, await _log_id()
     for event in events:
-        digest = event_hash(prev, event)
+        digest = event_hash(prev, event, log_id)
         await raw('UPDATE audit_event SET prev_hash = {}, "hash" = {} WHERE seq = {}', prev, digest, event["seq"])
         prev = digest
     await raw("UPDATE audit_head SET \"hash\" = {} WHERE name = 'main'", prev)

@@ -48,9 +48,9 @@ async def test_an_export_of_20000_events_is_read_in_bounded_batches_and_every_ha
     export = await service.export_events(staff("compliance"), "jsonl")
     chunks = [chunk async for chunk in export.chunks]
     lines = [json.loads(line) for chunk in chunks for line in chunk.splitlines()]
-    header, events, checkpoints = lines[0], lines[1:-1], lines[-1]
+    header, events, end = lines[0], lines[1:-1], lines[-1]
     assert len(fetches) >= EVENTS // BATCH and max(fetches) <= BATCH
-    assert len(chunks) == len([size for size in fetches if size]) + 2  # header, one per batch, checkpoints
+    assert len(chunks) == len([size for size in fetches if size]) + 2  # header, one per batch, the end
     assert header["kind"] == "header" and header["filters"] == {}
     assert len(events) == EVENTS + 1  # and the export's own event, recorded before streaming
     assert events[-1]["action"] == "export"
@@ -58,9 +58,10 @@ async def test_an_export_of_20000_events_is_read_in_bounded_batches_and_every_ha
     prev = GENESIS
     for event in events:
         assert event["kind"] == "event" and event["prev_hash"] == prev
-        assert event["hash"] == event_hash(event["prev_hash"], event), f"event {event['seq']}"
+        assert event["hash"] == event_hash(event["prev_hash"], event, header["log_id"]), f"event {event['seq']}"
         prev = event["hash"]
-    assert checkpoints["kind"] == "checkpoints" and isinstance(checkpoints["checkpoints"], list)
+    assert end["kind"] == "end" and isinstance(end["checkpoints"], list)
+    assert (end["head"]["seq"], end["head"]["hash"]) == (EVENTS + 1, prev)
 
 
 async def test_a_filtered_csv_export_reads_only_matching_events_in_batches(db: None, fetches: list[int]) -> None:

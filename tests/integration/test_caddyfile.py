@@ -197,6 +197,14 @@ def test_other_security_headers() -> None:
     assert re.search(r"^\s*-Server\s*$", _security_headers(), re.M), "Server header is not removed"
 
 
+def test_caddy_and_the_app_send_the_same_permissions_policy_and_csp() -> None:
+    from server.web.factory import CSP, PERMISSIONS_POLICY
+
+    assert _header_value("Permissions-Policy") == PERMISSIONS_POLICY
+    assert _header_value("Content-Security-Policy") == CSP
+    assert "publickey-credentials-get=(self)" in PERMISSIONS_POLICY, "passkey sign-in needs WebAuthn on this origin"
+
+
 def test_backoffice_has_staff_allow_list() -> None:
     body = _site("MUTUAL_BACKOFFICE_HOST")
     assert re.search(r"@blocked\s+not\s+remote_ip\s+\{\$MUTUAL_STAFF_ALLOW:", body)

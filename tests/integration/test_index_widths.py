@@ -82,7 +82,7 @@ async def test_a_person_indexed_before_expected_people_changed_is_still_found_an
 
 async def test_a_value_written_before_widths_were_stored_is_still_found(db: None, expected_people: None) -> None:
     erika = await gateway.create_person(ADMIN, purpose="customer_service", values=ERIKA)
-    key_id, key = get_kernel().keys.index_key("email")
+    key_id, key = get_kernel().keys.purpose_key("email", "blind-index")
     old_bits = index_bits(100_000)  # the old per-index rule: 14 bits, stored as key:hex
     value = int.from_bytes(_hmac(key, indexing.normalised("email", ERIKA["email"]))[:4], "big") >> (32 - old_bits)
     await raw("UPDATE crm_person SET email_index = {} WHERE id = {}", f"{key_id}:{value:0{(old_bits + 3) // 4}x}",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.mail import Mail, MailNotSent, links_in, outbox_messages, send
+from server.mail import Mail, MailNotConfigured, MailNotSent, check_mail_settings, links_in, outbox_messages, send
 from server.processes import free_port
 from server.settings import get_settings
 from tests.smtp_server import SmtpServer
@@ -127,3 +127,41 @@ async def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(
         with pytest.raises(ValueError, match="linefeed"):
             await send(mail)
     assert outbox_messages(tmp_path) == []
+
+
+async def test_outside_development_an_unset_smtp_host_refuses_mail_instead_of_a_plain_text_outbox(
+        configure: Configure, tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    configure(mail_outbox=outbox, mail_dev_outbox="0", dev="0")
+    with pytest.raises(MailNotConfigured) as caught:
+        await send(MAIL)
+    assert "MUTUAL_SMTP_HOST" in str(caught.value) and "MUTUAL_DEV=1" in str(caught.value)
+    assert TO not in str(caught.value)
+    assert not outbox.exists()
+
+
+def test_outside_development_an_unset_smtp_host_stops_the_faces_at_start_up(configure: Configure) -> None:
+    from portal.app import create_app
+
+    configure(mail_dev_outbox="0", dev="0")
+    with pytest.raises(MailNotConfigured, match="set MUTUAL_SMTP_HOST"):
+        create_app()
+
+
+def test_an_unset_smtp_host_is_fine_in_development_mode_and_a_set_one_anywhere(configure: Configure) -> None:
+    configure(mail_dev_outbox="0", dev="1")
+    check_mail_settings(get_settings())
+    configure(dev="0", smtp_host="smtp.example.org")
+    check_mail_settings(get_settings())
+
+
+def test_mutual_run_refuses_to_start_without_an_smtp_host_outside_development() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MUTUAL_DEV", "MUTUAL_SMTP_HOST", "MUTUAL_MAIL_DEV_OUTBOX")}
+    result = subprocess.run([sys.executable, "-m", "server.cli", "run"], capture_output=True, text=True,
+                            timeout=60, env=env, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 2
+    assert "MUTUAL_SMTP_HOST is not set" in result.stderr

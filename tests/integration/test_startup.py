@@ -46,9 +46,12 @@ def test_a_missing_key_file_stops_start_up_outside_development_mode(tmp_path: Pa
 async def test_audit_verify_names_the_first_modified_event(db: None) -> None:
     pid = await gateway.create_person(staff("admin"), purpose="customer_service", values=ERIKA)
     await gateway.get_person(staff("admin"), purpose="customer_service", person_id=pid)
+    unsigned = _mutual("audit", "verify")  # consistent, but no signed head yet: not called intact
+    assert unsigned.returncode == 3 and "UNANCHORED" in unsigned.stdout, unsigned.stderr
+    assert _mutual("audit", "checkpoint").returncode == 0
     intact = _mutual("audit", "verify")
     assert intact.returncode == 0, intact.stderr
-    assert "2 events verified" in intact.stdout
+    assert "intact: 2 events verified" in intact.stdout
     await raw("UPDATE audit_event SET purpose = 'sales' WHERE seq = 2")
     broken = _mutual("audit", "verify")
     assert broken.returncode == 1

@@ -59,7 +59,7 @@ def test_a_stored_value_names_its_width_and_a_lookup_finds_it_at_any_width() -> 
         assert stored_width(stored) == width
 
     class Keys:
-        def index_key_versions(self, name: str) -> list[tuple[str, bytes]]:
+        def purpose_key_versions(self, name: str, purpose: str) -> list[tuple[str, bytes]]:
             return [("email-1", key)]
 
     lookups = search_indexes(Keys(), "email", "erika@example.com")  # type: ignore[arg-type]

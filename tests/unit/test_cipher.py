@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from server.vault.blind import blind_index, normalise_email
+from server.vault import normalise_email
+from server.vault.blind import blind_index
 from server.vault.cipher import (
     DataKey,
     DecryptionFailed,
