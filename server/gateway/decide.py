@@ -84,18 +84,26 @@ def all_allowed(decisions: Mapping[str, FieldDecision]) -> bool:
     return all(d.effect == "allow" for d in decisions.values())
 
 
-async def denied(actor: Actor, action: str, table: str, purpose: str, decisions: Mapping[str, FieldDecision],
-                 pseudonym: str | None = None) -> PolicyDenied:
-    """Record the denial (its own transaction) and return the error to raise. The refused attempt
-    names the subject it aimed at, so they see it in their access log."""
-    await audit.record(actor, [Entry(action=action, entity=table, purpose=purpose, outcome="denied",
-                                     subjects=(pseudonym,) if pseudonym else (), fields=summary(decisions))])
+def denial(actor: Actor, action: str, table: str, purpose: str, decisions: Mapping[str, FieldDecision],
+           pseudonym: str | None = None) -> tuple[Entry, PolicyDenied]:
+    """The event of a refusal (naming the subject it aimed at, so they see it in their access log) and
+    the error that tells the actor which rule refused which field."""
+    entry = Entry(action=action, entity=table, purpose=purpose, outcome="denied",
+                  subjects=(pseudonym,) if pseudonym else (), fields=summary(decisions))
     refused = sorted(f for f, d in decisions.items() if d.effect == "deny")
     rules = sorted({decisions[f].rule for f in refused})
-    return PolicyDenied(
+    return entry, PolicyDenied(
         f"Your role ({actor.role}) may not {action} {table} field(s) {', '.join(refused)} "
         f"for purpose '{purpose}' (decided by {', '.join(rules)}). Ask an administrator if you need it."
     )
+
+
+async def denied(actor: Actor, action: str, table: str, purpose: str, decisions: Mapping[str, FieldDecision],
+                 pseudonym: str | None = None) -> PolicyDenied:
+    """Record the denial (its own transaction) and return the error to raise."""
+    entry, error = denial(actor, action, table, purpose, decisions, pseudonym)
+    await audit.record(actor, [entry])
+    return error
 
 
 class RowDecisions:

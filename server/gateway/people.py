@@ -34,6 +34,12 @@ async def get_person(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Rec
     return await reads.get(PEOPLE, actor, purpose=purpose, row_id=person_id)
 
 
+async def get_person_with_notes(actor: Actor, *, purpose: str, person_id: uuid.UUID) -> Record:
+    """A person with their latest notes in one step (one audit commit): `extra["included"]["crm_note"]`
+    holds the notes, or the PolicyDenied that refused them."""
+    return await reads.get(PEOPLE, actor, purpose=purpose, row_id=person_id, include=(NOTES,))
+
+
 async def list_people(actor: Actor, *, purpose: str, after: str | None = None, limit: int = 25) -> Page:
     return await reads.page(PEOPLE, actor, purpose=purpose, after=after, limit=limit)
 

@@ -9,7 +9,7 @@ from server.actor import Actor
 from server.audit.chain import Entry
 from server.db import raw
 from server.errors import Invalid
-from server.gateway import audit, indexing, query
+from server.gateway import audit, indexing, query, scope
 from server.gateway.decide import RowDecisions, as_uuid, denied, reach
 from server.gateway.reads import subject_keys, to_record
 from server.gateway.records import Record
@@ -70,16 +70,17 @@ async def search(spec: TableSpec, actor: Actor, *, purpose: str, field: str, tex
     is denied is not decrypted at all. Candidates decrypted and found not to match are named too, in a
     second event with outcome "rejected": their data was opened, so their access log says so."""
     searched = searched_fields(spec, field)
-    scope, scope_args, found = reach(actor, spec, "read", purpose, spec.shown)
+    in_scope, scope_args, found = reach(actor, spec, "read", purpose, spec.shown)
     decider = RowDecisions(actor, "read", purpose, spec.table, list(dict.fromkeys([*spec.shown, *searched])), found)
     if not decider.may_open(searched):
         raise await denied(actor, "search", spec.table, purpose, {f: decider.scope_decisions[f] for f in searched})
     where, args, matches = _condition(spec, field, searched, text)
     kind = "name" if field == "name" else spec.shape().indexes[field]
     # No ORDER BY: the planner must use the index lookup, not walk the keyset index by date.
-    sql = query.select(spec, decider.columns(), f"{scope} AND {where}") + f" LIMIT {indexing.candidate_limit(kind)}"
+    sql = query.select(spec, decider.columns(), f"{in_scope} AND {where}") + f" LIMIT {indexing.candidate_limit(kind)}"
     async with audit.reading():
         rows = await raw(sql, *scope_args, *args)
+        scope.remember(rows)
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         keys = subject_keys(rows)
         confirmed: list[dict[str, Any]] = []

@@ -9,7 +9,7 @@ from server.actor import Actor
 from server.audit.chain import Entry
 from server.db import raw, write_transaction
 from server.errors import NotFound
-from server.gateway import audit, query, spec
+from server.gateway import audit, query, scope, spec
 from server.gateway.decide import all_allowed, decide, denied, relations, summary, visible
 from server.gateway.reads import subject_keys, to_record
 from server.gateway.records import Record
@@ -54,6 +54,7 @@ async def shred(subject_table: str, subject_ids: Sequence[uuid.UUID]) -> None:
     if not ids:
         return
     marks = ", ".join("{}" for _ in ids)
+    scope.forget(ids)
     async with write_transaction():
         await shred_subject_keys(ids)
         for table, column in spec.cascade(subject_table):

@@ -11,8 +11,9 @@ from server.actor import Actor
 from server.audit.chain import Entry
 from server.db import insert_many, raw, write_transaction
 from server.errors import Invalid, NotFound
-from server.gateway import audit, indexing, query
+from server.gateway import audit, indexing, query, scope
 from server.gateway.decide import all_allowed, as_uuid, decide, denied, is_uuid, relations, summary
+from server.gateway.reads import subject_row
 from server.gateway.spec import TableSpec
 from server.kernel import get_kernel
 from server.vault.blind import search_index
@@ -53,16 +54,6 @@ async def _replace_tokens(spec: TableSpec, row_id: uuid.UUID, names: Mapping[str
     await insert_many(table, [link, column], indexing.token_rows(row_id, names, _name_fields(spec)))
 
 
-async def _subject(spec: TableSpec, subject_id: uuid.UUID) -> dict[str, Any] | None:
-    shape = spec.shape()
-    rows = await raw(f"SELECT s.id AS subject_id, s.{shape.pseudonym} AS pseudonym"
-                     + "".join(f", s.{c} AS rel_{r}" for r, c in shape.scope.items())
-                     + ", k.key_id AS dk_key_id, k.kek_id AS dk_kek_id, k.wrapped AS dk_wrapped"
-                     + f" FROM {shape.subject_table} s LEFT JOIN vault_subject_key k ON k.subject_id = s.id"
-                     + " WHERE s.id = {}", subject_id)
-    return rows[0] if rows else None
-
-
 async def create(spec: TableSpec, actor: Actor, *, purpose: str, rows: Sequence[Mapping[str, str | None]],
                  subject: uuid.UUID | None = None, columns: Sequence[Mapping[str, Any]] | None = None,
                  action: str = "create") -> list[uuid.UUID]:
@@ -80,7 +71,7 @@ async def create(spec: TableSpec, actor: Actor, *, purpose: str, rows: Sequence[
     refusal = None
     ids = [uuid.uuid4() for _ in rows]
     async with write_transaction():
-        head = None if spec.is_subject else await _subject(spec, _required(subject))
+        head = None if spec.is_subject else await subject_row(spec, _required(subject))
         # What a member of staff creates is theirs and their team's.
         rel = frozenset({"assigned", "team"}) if spec.is_subject else relations(actor, head)
         decisions = decide(actor, "write", purpose, spec.table, names, subject, rel)
@@ -150,6 +141,7 @@ async def update(spec: TableSpec, actor: Actor, *, purpose: str, row_id: uuid.UU
             raise NotFound(spec.missing)
         else:
             dk = _key_of(row)[as_uuid(row["subject_id"])]
+            scope.forget([as_uuid(row["subject_id"])])
             seal = sealed(spec, dk, row_id, changes)
             if "updated_at" in get_kernel().policies.fields(spec.table):
                 seal["updated_at"] = _now()

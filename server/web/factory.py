@@ -21,6 +21,7 @@ from server.audit import anchor
 from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
+from server.gateway.scope import request_scope
 from server.kernel import check_database_keys, get_kernel
 from server.mail import check_mail_settings
 from server.policy.snapshot import load_snapshot, record_loaded
@@ -134,7 +135,7 @@ def _request_key_cache(app: ASGIApp) -> ASGIApp:
     """Each request reuses the data keys it unwrapped (each at most once), and forgets them after."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        with request_key_cache():
+        with request_key_cache(), request_scope():
             await app(scope, receive, send)
 
     return middleware
