@@ -18,7 +18,9 @@ from tests.integration.test_audit_concurrency import REPO_ROOT, _child_env
 from tests.support import ERIKA, MAX, staff
 
 SECONDS = 3.0
-KILL_AFTER = 1.2
+"""How long each survivor runs; the killed one would run for KILLED_SECONDS but is killed once it has
+recorded events (so it dies mid-run, whatever the machine's load)."""
+KILLED_SECONDS = 60.0
 WORKERS_PER_PROCESS = 3
 
 CHILD = textwrap.dedent(
@@ -99,14 +101,26 @@ async def _count(sql: str, *args: object) -> int:
     return int((await raw(sql, *args))[0]["n"])
 
 
+async def _until_recorded(*actors: str, events: int = 5, timeout: float = 60) -> None:
+    """Wait until these actors have recorded `events` events (chained or pending)."""
+    marks = ", ".join("{}" for _ in actors)
+    sql = (f"SELECT (SELECT COUNT(*) FROM audit_event WHERE actor_id IN ({marks})) "
+           f"+ (SELECT COUNT(*) FROM audit_pending WHERE actor_id IN ({marks})) AS n")
+    for _ in range(int(timeout / 0.05)):
+        if await _count(sql, *actors, *actors) >= events:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{actors} recorded fewer than {events} events in {timeout} s")
+
+
 async def test_three_processes_under_load_one_killed_leave_one_verified_contiguous_chain(db: None) -> None:
     admin = staff("admin")
     ids = [str(await gateway.create_person(admin, purpose="customer_service", values=v)) for v in (ERIKA, MAX)]
     env = {**_child_env(), "MUTUAL_AUDIT_SEQUENCER": "background"}
     names = ["killed", "second", "third"]
     children = [await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, name, str(SECONDS), ",".join(ids), cwd=REPO_ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) for name in names]
+        sys.executable, "-c", CHILD, name, str(KILLED_SECONDS if name == "killed" else SECONDS), ",".join(ids),
+        cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) for name in names]
     try:
         staff_ids = []
         for child in children:
@@ -114,7 +128,7 @@ async def test_three_processes_under_load_one_killed_leave_one_verified_contiguo
             line = await asyncio.wait_for(child.stdout.readline(), timeout=90)
             assert line, (await child.communicate())[1].decode(errors="replace")[-3000:]
             staff_ids.append(json.loads(line)["ready"])
-        await asyncio.sleep(KILL_AFTER)
+        await _until_recorded(staff_ids[0], "probe-killed")
         children[0].send_signal(signal.SIGKILL)
         outputs = await asyncio.wait_for(asyncio.gather(*(c.communicate() for c in children)), timeout=180)
     finally:
@@ -141,4 +155,5 @@ async def test_three_processes_under_load_one_killed_leave_one_verified_contiguo
         assert probes == report["probes"]
         gateway_ops = sum(n for op, n in report["ops"].items() if op != "probe")
         assert await _count("SELECT COUNT(*) AS n FROM audit_event WHERE actor_id = {}", staff_id) >= gateway_ops
-    assert await _count("SELECT COUNT(*) AS n FROM audit_event WHERE actor_id = {}", staff_ids[0]) > 0
+    killed = await _count("SELECT COUNT(*) AS n FROM audit_event WHERE actor_id IN ({}, 'probe-killed')", staff_ids[0])
+    assert killed >= 5
