@@ -113,16 +113,16 @@ async def _audit_overhead(samples: int = 200) -> float:
 
     await reads()  # warm up
     audited = min([await reads() for _ in range(3)])
-    real_append = gateway_audit.append_many
+    real_record = gateway_audit.record_events
 
-    async def no_append(*_: object) -> list[int]:
-        return []
+    async def no_record(*_: object) -> None:
+        return None
 
-    gateway_audit.append_many = no_append  # type: ignore[assignment]
+    gateway_audit.record_events = no_record  # type: ignore[assignment]
     try:
         bare = min([await reads() for _ in range(3)])
     finally:
-        gateway_audit.append_many = real_append
+        gateway_audit.record_events = real_record
     return audited / bare - 1
 
 

@@ -6,22 +6,22 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from server.actor import Actor
-from server.audit.chain import Entry, append_many
-from server.db import write_transaction
+from server.audit.chain import Entry
+from server.audit.record import record as record_events
 from server.kernel import get_kernel
 
 
 async def record(actor: Actor, entries: Sequence[Entry]) -> None:
-    """Record the events, in the caller's transaction (a write) or in one of their own (a read or a
-    denial). It returns only once they are durable or part of the caller's transaction, so a read
-    decrypts nothing whose event could still be lost."""
-    async with write_transaction():
-        await append_many([(actor, e) for e in entries], get_kernel().policies.version)
+    """Record the events: in the caller's write transaction (they commit with the write), or, for a
+    read or a denial, on their own: SQLite's group commit shares one transaction with the reads of
+    other requests, PostgreSQL queues them for the sequencer. It returns only once they are durable,
+    so a read decrypts nothing whose event could still be lost."""
+    await record_events([(actor, e) for e in entries], get_kernel().policies.version)
 
 
 @contextlib.asynccontextmanager
 async def reading() -> AsyncIterator[None]:
-    """Where a read selects its rows and records its event: one write transaction, so the event is
-    recorded with the rows it names; the values are decrypted only after it has committed."""
-    async with write_transaction():
-        yield
+    """Where a read records what it selected. The rows are selected first; their values are decrypted
+    only after `record` has returned, so no data leaves the gateway before its event is durable. Not a
+    transaction of its own: that is what lets concurrent reads share one commit."""
+    yield

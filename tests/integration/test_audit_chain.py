@@ -235,10 +235,10 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
     erika = await gateway.create_person(admin, purpose=PURPOSE, values=ERIKA)
     before = await _count()
 
-    async def broken(events: object, policy_version: str) -> list[int]:
+    async def broken(events: object, policy_version: str) -> None:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.audit.append_many", broken)
+    monkeypatch.setattr("server.gateway.audit.record_events", broken)
     result: Any = None
     with pytest.raises(RuntimeError, match="audit store unavailable"):
         result = await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
@@ -251,10 +251,10 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
 async def test_a_create_whose_audit_event_cannot_be_written_leaves_nothing_behind(
     db: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def broken(events: object, policy_version: str) -> list[int]:
+    async def broken(events: object, policy_version: str) -> None:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.audit.append_many", broken)
+    monkeypatch.setattr("server.gateway.audit.record_events", broken)
     with pytest.raises(RuntimeError):
         await gateway.create_person(staff("admin"), purpose=PURPOSE, values=ERIKA)
     assert await raw("SELECT id FROM crm_person") == []
