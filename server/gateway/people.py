@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from server.actor import Actor
 from server.gateway import reads, reveal, search, spec, subjects, writes
+from server.gateway.decide import is_uuid
 from server.gateway.records import Page, Record
 
 PERSON_FIELDS = ("given_name", "family_name", "email", "phone", "address", "birth_date")
@@ -78,7 +79,7 @@ async def shred_subjects(person_ids: Sequence[uuid.UUID]) -> None:
 
 
 async def add_note(actor: Actor, *, purpose: str, person_id: uuid.UUID, body: str) -> uuid.UUID:
-    author = uuid.UUID(actor.id) if actor.kind == "staff" and _is_uuid(actor.id) else uuid.UUID(int=0)
+    author = uuid.UUID(actor.id) if actor.kind == "staff" and is_uuid(actor.id) else uuid.UUID(int=0)
     return (await writes.create(NOTES, actor, purpose=purpose, rows=[{"body": body}], subject=person_id,
                                 columns=[{"author_id": author}]))[0]
 
@@ -91,11 +92,3 @@ async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, fiel
                        ticket: str = "", note: str = "") -> str:
     return await reveal.reveal(PEOPLE, actor, purpose=purpose, row_id=person_id, field=field, reason=reason,
                                ticket=ticket, note=note)
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
