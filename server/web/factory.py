@@ -21,6 +21,7 @@ from server.audit import anchor
 from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
+from server.identity import session_cache
 from server.kernel import check_database_keys, get_kernel
 from server.mail import check_mail_settings
 from server.policy.snapshot import load_snapshot, record_loaded
@@ -95,6 +96,7 @@ async def _startup(app: Litestar) -> None:
         await check_database_keys()
         await _record_policy_version(app.state.face)
         anchor.start()
+        session_cache.start()
     _POOL_USERS += 1
 
 
@@ -103,6 +105,7 @@ async def _shutdown(app: Litestar) -> None:
     _POOL_USERS -= 1
     if _POOL_USERS == 0:
         await anchor.stop()
+        await session_cache.stop()
         await engine().close_connection_pool()
 
 
