@@ -31,6 +31,8 @@ POLL_SECONDS = 0.1
 STALE_AFTER = 1.0
 """Seconds after the last successful poll during which entries may be used."""
 GENERATION_QUERY = "SELECT value FROM identity_session_generation WHERE id = 1"
+CHANNEL = "identity_session_generation"
+"""The PostgreSQL triggers also NOTIFY here; delivered at commit."""
 
 
 class SessionCache:
@@ -133,9 +135,31 @@ class GenerationPoller:
         self.target.trust(STALE_AFTER)
 
     async def run(self) -> None:
-        while True:
-            await self.poll()
-            await asyncio.sleep(self.interval)
+        listener = await self._listen()
+        try:
+            while True:
+                await self.poll()
+                await asyncio.sleep(self.interval)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    async def _listen(self) -> Any:
+        """PostgreSQL: a connection of its own that LISTENs for the triggers' notification, so a change
+        clears the cache as soon as it commits rather than at the next poll. None on SQLite, or when it
+        cannot connect (the poll alone then keeps the cache right, only up to one interval later)."""
+        settings = get_settings()
+        if not settings.is_postgres:
+            return None
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(settings.database_url)
+            await conn.add_listener(CHANNEL, lambda *_: self.target.clear())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("session generation: no LISTEN connection (%s); relying on the poll", type(exc).__name__)
+            return None
+        return conn
 
     def start(self) -> None:
         if self._task is None and get_settings().session_cache_seconds > 0:

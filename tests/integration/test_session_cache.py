@@ -383,3 +383,21 @@ async def test_after_commit_runs_once_the_outermost_write_transaction_committed_
     assert calls == ["committed"]
     after_commit(lambda: calls.append("no transaction"))
     assert calls == ["committed", "no transaction"]
+
+
+async def test_on_postgresql_the_notification_clears_the_cache_before_the_next_poll(
+        db: None, lookups: list[str]) -> None:
+    if not get_settings().is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    poller = session_cache.GenerationPoller(session_cache.cache, interval=3600)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not _trusted() and time.monotonic() < deadline:  # the first poll (and the LISTEN) done
+            await asyncio.sleep(0.01)
+        session_cache.cache.trust(60)
+        token, _ = await _cached_staff(lookups)
+        await _another_connection("DELETE FROM identity_session WHERE token_hash = ?", token_hash(token))
+        await _gone_within("backoffice", token, WITHIN)
+    finally:
+        await poller.stop()
