@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from asyncpg.exceptions import UniqueViolationError
@@ -38,6 +39,19 @@ def _process_write_lock() -> asyncio.Lock:
     return lock
 
 
+_AFTER_COMMIT: ContextVar[list[Callable[[], None]] | None] = ContextVar("mutual_after_commit", default=None)
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Call `callback` once the write transaction open in this task has committed (not at all when it
+    rolls back); at once when none is open."""
+    pending = _AFTER_COMMIT.get()
+    if pending is None or engine().current_transaction.get() is None:
+        callback()
+    else:
+        pending.append(callback)
+
+
 @contextlib.asynccontextmanager
 async def write_transaction() -> AsyncIterator[Any]:
     """One short write transaction.
@@ -51,14 +65,21 @@ async def write_transaction() -> AsyncIterator[Any]:
     if current is not None:
         yield current
         return
-    if isinstance(db, SQLiteEngine):
-        # Writers of this process queue here rather than in SQLite's busy handler, whose
-        # sleeps (up to 100 ms each) would otherwise dominate the tail latency.
-        async with _process_write_lock(), db.transaction(transaction_type=TransactionType.immediate) as txn:
-            yield txn
-    else:
-        async with db.transaction() as txn:
-            yield txn
+    callbacks: list[Callable[[], None]] = []
+    outer = _AFTER_COMMIT.set(callbacks)
+    try:
+        if isinstance(db, SQLiteEngine):
+            # Writers of this process queue here rather than in SQLite's busy handler, whose
+            # sleeps (up to 100 ms each) would otherwise dominate the tail latency.
+            async with _process_write_lock(), db.transaction(transaction_type=TransactionType.immediate) as txn:
+                yield txn
+        else:
+            async with db.transaction() as txn:
+                yield txn
+    finally:
+        _AFTER_COMMIT.reset(outer)
+    for callback in callbacks:
+        callback()
 
 
 def is_unique_violation(exc: BaseException) -> bool:

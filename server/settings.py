@@ -31,6 +31,9 @@ class Settings:
     """A session unused for this long ends."""
     session_absolute_hours: int
     """A session ends this long after sign-in, however active."""
+    session_cache_seconds: float
+    """Each process keeps a resumed session this long at most (a safety net: the session generation's
+    triggers clear it at once on any change); 0 turns the session cache off."""
     signin_max_failures: int
     """Failed sign-ins per account or per client address before a pause is imposed."""
     signin_window_minutes: int
@@ -170,6 +173,7 @@ def get_settings() -> Settings:
         subject_key_store=Path(os.environ.get("MUTUAL_SUBJECT_KEY_STORE", key_file.parent / "subject-keys.json")),
         session_idle_minutes=int(os.environ.get("MUTUAL_SESSION_IDLE_MINUTES", "30")),
         session_absolute_hours=int(os.environ.get("MUTUAL_SESSION_ABSOLUTE_HOURS", "12")),
+        session_cache_seconds=float(os.environ.get("MUTUAL_SESSION_CACHE_SECONDS", "30")),
         signin_max_failures=int(os.environ.get("MUTUAL_SIGNIN_MAX_FAILURES", "5")),
         signin_window_minutes=int(os.environ.get("MUTUAL_SIGNIN_WINDOW_MINUTES", "15")),
         expected_people=int(os.environ.get("MUTUAL_EXPECTED_PEOPLE", "100000")),

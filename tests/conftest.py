@@ -83,7 +83,7 @@ ALL_TABLES = (
     "crm_note", "crm_person", "crm_organisation", "vault_subject_key", "identity_session",
     "identity_signin_failure", "identity_customer_account", "identity_staff_account",
     "identity_recovery_code", "identity_passkey", "identity_external", "identity_email_token",
-    "identity_challenge",
+    "identity_challenge", "identity_session_generation",
     "audit_subject", "audit_event", "audit_checkpoint", "audit_pending",
 )
 
@@ -106,11 +106,13 @@ async def db(migrated: None) -> AsyncIterator[None]:
     key file put back afterwards (an erasure closes a crypto-period, which rewrites it)."""
     from server.audit.chain import GENESIS
     from server.db import raw, write_transaction
+    from server.identity import session_cache
 
     async with write_transaction():
         for table in ALL_TABLES:
             await raw(f"DELETE FROM {table}")
         await raw("UPDATE audit_head SET seq = 0, hash = {}", GENESIS)
+    session_cache.cache.clear()  # rows of the sessions just deleted (the generation row went too)
     keys = _VAR / "keys.json"
     saved = keys.read_bytes()
     yield

@@ -8,7 +8,7 @@ import uuid
 from server.actor import system_actor
 from server.db import write_transaction
 from server.errors import Invalid
-from server.identity import limits
+from server.identity import limits, session_cache
 from server.identity.passwords import hash_password, password_problem
 from server.identity.sessions import (
     _now,
@@ -71,6 +71,7 @@ async def set_staff_active(username: str, active: bool) -> uuid.UUID | None:
         await StaffAccount.update({StaffAccount.active: active}).where(StaffAccount.id == rows[0]["id"])
         if not active:
             await Session.delete().where(Session.account_id == rows[0]["id"])
+        session_cache.invalidate()
     return rows[0]["id"]
 
 
@@ -123,6 +124,7 @@ async def set_staff_password(username: str, password: str) -> bool | None:
     async with write_transaction():
         await StaffAccount.update({StaffAccount.password_hash: new_hash}).where(StaffAccount.id == account_id)
         await Session.delete().where(Session.account_id == account_id)
+        session_cache.invalidate()
         await _forget_staff_failures(username, str(account_id))
         await audit_security(system_actor("staff-admin"), "password_set_admin", "ok", fields={"account": username})
     return bool(rows[0]["totp_secret"])
@@ -152,3 +154,4 @@ async def remove_customer_accounts(person_id: uuid.UUID) -> None:
         await Passkey.delete().where((Passkey.account_kind == "customer") & Passkey.account_id.is_in(ids))
         await EmailToken.delete().where(EmailToken.account_id.is_in(ids))
         await CustomerAccount.delete().where(CustomerAccount.id.is_in(ids))
+        session_cache.invalidate()

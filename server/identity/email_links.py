@@ -28,7 +28,7 @@ from server.actor import system_actor
 from server.crm import service as people
 from server.db import write_transaction
 from server.errors import Invalid
-from server.identity import limits
+from server.identity import limits, session_cache
 from server.identity.link_mails import existing_account_mail, link_mail, mail_on_record
 from server.identity.passwords import hash_password, password_problem
 from server.identity.service import (
@@ -360,6 +360,7 @@ async def _redeem(token: str, browser: str | None, request_id: str, device: str,
                 changes[CustomerAccount.password_hash] = ""
         if changes:
             await CustomerAccount.update(changes).where(CustomerAccount.id == account["id"])
+            session_cache.invalidate()
         actor = customer_actor(account, request_id)
         signed_in = await open_session(
             "portal", account["id"], actor, method=METHODS[purpose], device=device, replaces=replaces,

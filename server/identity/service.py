@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from server.actor import Actor
 from server.db import write_transaction
 from server.errors import Invalid, SignInFailed
-from server.identity import limits
+from server.identity import limits, session_cache
 from server.identity.accounts import (
     create_customer_account,
     create_staff,
@@ -131,6 +131,7 @@ async def staff_sign_in(username: str, password: str, client: str, request_id: s
     if needs_rehash(account["password_hash"]):
         await StaffAccount.update({StaffAccount.password_hash: await hash_password(password)}).where(
             StaffAccount.id == account["id"])
+        session_cache.invalidate()
     stage = "full"
     if account["totp_secret"]:
         stage = "mfa"
@@ -167,6 +168,7 @@ async def customer_sign_in(email: str, password: str, client: str, request_id: s
     if needs_rehash(account["password_hash"]):
         await CustomerAccount.update({CustomerAccount.password_hash: await hash_password(password)}).where(
             CustomerAccount.id == account["id"])
+        session_cache.invalidate()
     return await open_session("portal", account["id"], actor, method="password", device=device,
                               clear_keys=(keys[0], keys[2]), replaces=replaces, give_back=attempt)
 
@@ -232,6 +234,7 @@ async def set_password(actor: Actor, current_token: str, current: str, new: str)
     new_hash = await hash_password(new)
     async with write_transaction():
         await table.update({table.password_hash: new_hash}).where(table.id == uuid.UUID(actor.id))
+        session_cache.invalidate()
         await audit_security(actor, "password_change", "ok")
     # For a customer, proving the current password (or a fresh reset link) is a whole new sign-in: the
     # session may then end the others (ASVS 7.5.2) without signing in yet again. For staff it is one

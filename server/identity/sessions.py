@@ -13,7 +13,7 @@ from server.actor import Actor
 from server.audit.chain import Entry, append
 from server.db import raw, write_transaction
 from server.errors import SignInFailed
-from server.identity import limits
+from server.identity import limits, session_cache
 from server.identity.tables import (
     AuthChallenge,
     EmailToken,
@@ -74,6 +74,7 @@ async def open_session(face: str, account_id: uuid.UUID, actor: Actor, *, method
     async with write_transaction():
         if replaces:
             await Session.delete().where(Session.token_hash == token_hash(replaces))
+            session_cache.invalidate()
         await Session.insert(Session(token_hash=token_hash(token), face=face, account_id=account_id,
                                      created_at=now, last_seen_at=now, expires_at=now + life,
                                      authenticated_at=now if authenticated_at == "now" else authenticated_at,
@@ -116,48 +117,72 @@ def customer_actor(account: dict, request_id: str) -> Actor:
                  signed_in_at=account.get("signed_in_at"))
 
 
+# Looked up by the token hash alone; `_refusal` applies the rest, to rows from the database and the cache alike.
 _SESSION_QUERIES = {
-    "backoffice": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.authenticated_at AS signed_in_at, "
-                  "a.id, a.username, a.roles, a.team "
+    "backoffice": "SELECT s.token_hash, s.face, s.stage, s.last_seen_at, s.expires_at, "
+                  "s.authenticated_at AS signed_in_at, a.active, a.id, a.username, a.roles, a.team "
                   "FROM identity_session s JOIN identity_staff_account a ON a.id = s.account_id "
-                  "WHERE s.token_hash = {} AND s.face = 'backoffice' AND s.stage = 'full' AND a.active",
-    "portal": "SELECT s.token_hash, s.last_seen_at, s.expires_at, s.authenticated_at AS signed_in_at, "
-              "a.id, a.person_id "
+                  "WHERE s.token_hash = {}",
+    "portal": "SELECT s.token_hash, s.face, s.stage, s.last_seen_at, s.expires_at, "
+              "s.authenticated_at AS signed_in_at, a.active, a.id, a.person_id "
               "FROM identity_session s JOIN identity_customer_account a ON a.id = s.account_id "
-              "WHERE s.token_hash = {} AND s.face = 'portal' AND s.stage = 'full' AND a.active",
+              "WHERE s.token_hash = {}",
 }
+
+
+def _refusal(session: dict[str, Any], face: str, now: dt.datetime) -> str | None:
+    """Why this session row does not sign anyone in on `face` now: "expired" (delete it), "other" (a
+    session of the other face, one still waiting for its second factor, or of a switched-off account),
+    or None for a live session."""
+    if session["face"] != face or session["stage"] != "full" or not session["active"]:
+        return "other"
+    idle_limit = dt.timedelta(minutes=get_settings().session_idle_minutes)
+    if session["expires_at"] <= now or session["last_seen_at"] + idle_limit <= now:
+        return "expired"
+    return None
 
 
 async def resume_session(face: str, token: str, request_id: str) -> Actor | None:
     """The actor of a live session, or None; idle and absolute timeouts end sessions here.
 
-    One query per request: the session joined to its (active) account.
+    One query per request, the session joined to its account, unless this process has the row in its
+    session cache; a cached row gets every check a fresh one gets, and one the checks refuse is read
+    again from the database, which decides (another process may have used the session since).
     """
     if not token:
         return None
-    rows = await raw(_SESSION_QUERIES[face], token_hash(token))
-    if not rows:
-        return None
-    session, now = rows[0], _now()
-    idle_limit = dt.timedelta(minutes=get_settings().session_idle_minutes)
-    if session["expires_at"] <= now or session["last_seen_at"] + idle_limit <= now:
-        await Session.delete().where(Session.token_hash == session["token_hash"])
-        return None
+    key, now = token_hash(token), _now()
+    session = session_cache.cache.get(face, key)
+    if session is None or _refusal(session, face, now) is not None:
+        epoch = session_cache.cache.epoch
+        rows = await raw(_SESSION_QUERIES[face], key)
+        session = rows[0] if rows else None
+        refusal = "other" if session is None else _refusal(session, face, now)
+        if refusal is not None:
+            session_cache.cache.forget(face, key)
+            if refusal == "expired":
+                await Session.delete().where(Session.token_hash == key)
+            return None
+        assert session is not None
+        session_cache.cache.put(face, key, session, epoch)
     actor = staff_actor(session, request_id) if face == "backoffice" else customer_actor(session, request_id)
     if now - session["last_seen_at"] > dt.timedelta(minutes=1):
         # Touch at most once a minute: a read-mostly page view should not always write.
-        await Session.update({Session.last_seen_at: now}).where(Session.token_hash == session["token_hash"])
+        await Session.update({Session.last_seen_at: now}).where(Session.token_hash == key)
+        session_cache.cache.touch(face, key, now)
     return actor
 
 
 async def sign_out(actor: Actor, token: str) -> None:
     async with write_transaction():
         await Session.delete().where(Session.token_hash == token_hash(token))
+        session_cache.invalidate()
         await audit_security(actor, "signout", "ok")
 
 
 async def forget_session(token: str) -> None:
     await Session.delete().where(Session.token_hash == token_hash(token))
+    session_cache.invalidate()
 
 
 async def rotate_session(actor: Actor, token: str, *, reauthenticated: bool = False) -> SignedIn:
@@ -171,6 +196,7 @@ async def rotate_session(actor: Actor, token: str, *, reauthenticated: bool = Fa
     if reauthenticated:
         changes[Session.authenticated_at] = _now()
     await Session.update(changes).where(Session.token_hash == token_hash(token))
+    session_cache.invalidate()
     return SignedIn(new, actor)
 
 
@@ -210,6 +236,7 @@ async def revoke_session(actor: Actor, handle: str, current_token: str = "") -> 
         if not rows:
             return None
         await Session.delete().where(where)
+        session_cache.invalidate()
         await audit_security(actor, "session_revoke", "ok")
     return "current" if rows[0]["token_hash"] == token_hash(current_token) else "other"
 
@@ -221,6 +248,7 @@ async def revoke_other_sessions(actor: Actor, current_token: str) -> int:
     async with write_transaction():
         count = await Session.count().where(where)
         await Session.delete().where(where)
+        session_cache.invalidate()
         await audit_security(actor, "session_revoke_others", "ok", fields={"count": str(count)})
     return count
 
@@ -231,9 +259,11 @@ async def end_all_sessions(account_id: uuid.UUID | None = None) -> int:
     async with write_transaction():
         count = await Session.count().where(where)
         await Session.delete().where(where)
+        session_cache.invalidate()
     return count
 
 
 async def revoke_all_sessions(account_id: uuid.UUID, face: str) -> None:
     """End every session of an account (after a credential reset or deactivation)."""
     await Session.delete().where((Session.account_id == account_id) & (Session.face == face))
+    session_cache.invalidate()

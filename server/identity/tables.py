@@ -1,6 +1,6 @@
 """Identity tables: staff and customer accounts, server-side sessions, sign-in failures."""
 
-from piccolo.columns import UUID, Boolean, Integer, Text, Timestamptz, Varchar
+from piccolo.columns import UUID, BigInt, Boolean, Integer, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
@@ -52,6 +52,15 @@ class Session(Table, tablename="identity_session"):
     authenticated_at = Timestamptz(null=True, default=None,
                                    help_text="When the person last proved who they are (at sign-in, at the identity "
                                              "provider, or with the current password); none: not known, not recent.")
+
+
+class SessionGeneration(Table, tablename="identity_session_generation"):
+    """One counter (id 1) that database triggers bump whenever a session, or an account behind one,
+    changes in a way that could end it or change its actor: each process polls it to clear its
+    session cache (server/identity/session_cache.py)."""
+
+    id = Integer(primary_key=True)
+    value = BigInt(default=0, help_text="Bumped by triggers; only ever compared for change.")
 
 
 class SigninFailure(Table, tablename="identity_signin_failure"):

@@ -22,6 +22,7 @@ import segno
 
 from server.actor import Actor
 from server.db import write_transaction
+from server.identity import session_cache
 from server.identity.passwords import hash_lookup_secrets, verify_lookup_secret
 from server.identity.service import audit_security
 from server.identity.tables import RecoveryCode, Session, StaffAccount
@@ -155,6 +156,7 @@ async def confirm_enrolment(actor: Actor, account_id: uuid.UUID, sealed: str, co
         }).where((StaffAccount.id == account_id) & StaffAccount.totp_secret.is_null()).returning(StaffAccount.id)
         if not enrolled:
             return None
+        session_cache.invalidate()
         codes = await _replace_recovery_codes(account_id, fresh)
         await audit_security(actor, "mfa_enrol", "ok", fields={"factor": "totp"})
     return codes
@@ -219,4 +221,5 @@ async def reset_totp(username: str) -> bool:
         await RecoveryCode.delete().where(RecoveryCode.account_id == rows[0]["id"])
         # Whoever holds the lost device may hold a signed-in browser too.
         await Session.delete().where(Session.account_id == rows[0]["id"])
+        session_cache.invalidate()
     return True

@@ -22,6 +22,7 @@ from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
 from server.gateway.scope import request_scope
+from server.identity import session_cache
 from server.kernel import check_database_keys, get_kernel
 from server.mail import check_mail_settings
 from server.policy.snapshot import load_snapshot, record_loaded
@@ -98,6 +99,7 @@ async def _startup(app: Litestar) -> None:
         await _record_policy_version(app.state.face)
         anchor.start()
         leader.start()
+        session_cache.start()
     _POOL_USERS += 1
 
 
@@ -107,6 +109,7 @@ async def _shutdown(app: Litestar) -> None:
     if _POOL_USERS == 0:
         await leader.stop()
         await anchor.stop()
+        await session_cache.stop()
         await engine().close_connection_pool()
 
 

@@ -16,6 +16,7 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from server.db import is_unique_violation, write_transaction
+from server.identity import session_cache
 from server.identity.oidc.claims import (
     authenticated_time,
     roles_from_claims,
@@ -228,6 +229,7 @@ async def _update_from_claims(account: dict[str, Any], claims: dict[str, Any], s
     if not changes:
         return account
     await StaffAccount.update(changes).where(StaffAccount.id == account["id"])
+    session_cache.invalidate()
     updated = {**account, "roles": ",".join(roles), "team": team}
     await audit_security(staff_actor(updated, request_id), "sso_roles_change", "ok",
                          fields={"roles": updated["roles"], "source": "oidc",
