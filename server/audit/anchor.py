@@ -19,11 +19,12 @@ from server.audit.signing import load_signing_key, pinned_keys
 from server.audit.witness import WitnessError, configured
 from server.db import raw
 from server.settings import get_settings
+from server.tasks import ProcessTask
 
 log = logging.getLogger("mutual.audit")
 _published: dict[str, int] = {}
 """Per witness name, the seq this process last saw it hold: a witness is read once, not every tick."""
-_task: asyncio.Task[None] | None = None
+_task = ProcessTask("audit-head-signing")
 
 
 def publish(cp: dict[str, Any]) -> list[str]:
@@ -71,20 +72,12 @@ async def run(interval: float) -> None:
 def start() -> None:
     """Start the timer in this process (once), when MUTUAL_AUDIT_SIGN_SECONDS is above 0. A pinned key or a
     witness that cannot be understood stops the start with the message that names it."""
-    global _task
     pinned_keys()
     configured()
     seconds = get_settings().audit_sign_seconds
-    if seconds > 0 and _task is None:
-        _task = asyncio.get_running_loop().create_task(run(seconds), name="audit-head-signing")
+    if seconds > 0:
+        _task.start(lambda: run(seconds))
 
 
 async def stop() -> None:
-    global _task
-    if _task is not None:
-        _task.cancel()
-        try:
-            await _task
-        except asyncio.CancelledError:
-            pass
-        _task = None
+    await _task.stop()

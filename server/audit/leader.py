@@ -20,6 +20,7 @@ import asyncpg
 from server.audit.sequencer import PENDING, integrate
 from server.db import engine, is_sqlite, raw
 from server.settings import get_settings
+from server.tasks import ProcessTask
 
 log = logging.getLogger("mutual.audit")
 
@@ -27,7 +28,7 @@ LOCK_KEY = 0x6D75_7475_616C_0001
 """pg_try_advisory_lock key of the sequencer ("mutual" and 1), the same in every process."""
 FOLLOWER_RETRY_SECONDS = 1.0
 POLL_MIN_SECONDS, POLL_MAX_SECONDS = 0.002, 0.050
-_task: asyncio.Task[None] | None = None
+_task = ProcessTask("audit-sequencer")
 is_leader = False
 """Whether this process holds the lock now (for tests and the status output)."""
 
@@ -83,18 +84,10 @@ async def run() -> None:
 def start() -> None:
     """Start this process's sequencer task (once): PostgreSQL in background mode only, since SQLite chains
     every event before `record` returns and eager mode chains in the recording call."""
-    global _task
-    if is_sqlite() or get_settings().audit_sequencer != "background" or _task is not None:
+    if is_sqlite() or get_settings().audit_sequencer != "background":
         return
-    _task = asyncio.get_running_loop().create_task(run(), name="audit-sequencer")
+    _task.start(run)
 
 
 async def stop() -> None:
-    global _task
-    if _task is not None:
-        _task.cancel()
-        try:
-            await _task
-        except asyncio.CancelledError:
-            pass
-        _task = None
+    await _task.stop()

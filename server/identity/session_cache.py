@@ -23,6 +23,7 @@ from typing import Any
 
 from server.db import after_commit, raw
 from server.settings import get_settings
+from server.tasks import ProcessTask
 
 log = logging.getLogger("mutual.sessions")
 
@@ -116,7 +117,7 @@ class GenerationPoller:
         self.target = target
         self.interval = interval
         self.seen: object = object()  # nothing read yet: the first value clears
-        self._task: asyncio.Task[None] | None = None
+        self._task = ProcessTask("session-generation-poll")
 
     async def poll(self) -> None:
         try:
@@ -162,19 +163,13 @@ class GenerationPoller:
         return conn
 
     def start(self) -> None:
-        if self._task is None and get_settings().session_cache_seconds > 0:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="session-generation-poll")
+        if get_settings().session_cache_seconds > 0:
+            self._task.start(self.run)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
         self.target.distrust()
         self.target.clear()
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await self._task.stop()
 
 
 poller = GenerationPoller(cache)
