@@ -14,8 +14,9 @@ import anyio
 
 from server.audit.format import EVENT_FORMAT_LINE, EVENT_FORMATS, GENESIS, HASHED_FIELDS, SEPARATOR, iso
 from server.audit.signing import checkpoint_marks, checkpoint_problem, trust
+from server.audit.verify_fast import FAST_COLUMNS, PG_TEXT, SQLITE_TEXT, feed_fast
 from server.audit.witness import WitnessError, configured
-from server.db import engine, is_sqlite, raw
+from server.db import engine, is_sqlite
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ChainVerifier:
         self.marks = dict(checkpoints or {})
         self.witnessed = dict(witnessed or {})
         self.watch = set(self.marks) | set(self.witnessed)
+        self.watched_sorted = sorted(self.watch)
         self.anchors = {seq: digest for seq, (digest, problem) in self.marks.items() if not problem}
         self.failure: VerifyResult | None = None
 
@@ -128,30 +130,6 @@ class ChainVerifier:
             return self._fail(f"event {seq}: written in format {version} after events of format {self.version} "
                               "(an event was replaced by one hashed the old way)", seq)
         self.version = version
-        return True
-
-    def feed_joined(self, rows: Iterable[Sequence[Any]], full_row: Any) -> bool:
-        """Rows as (id, seq, prev_hash, hash, format_version, hashed fields joined by the database)."""
-        if self.failure is not None:
-            return False
-        expected_prev, expected_seq, sha256 = self.expected_prev, self.expected_seq, hashlib.sha256
-        watch, sep, log_id = self.watch, SEPARATOR, self.log_id
-        for row_id, seq, prev, digest, version, text in rows:
-            ok = seq == expected_seq and prev == expected_prev and text is not None and version == self.version
-            if ok:
-                if version == 1:
-                    ok = sha256(f"{prev}{sep}{text}".encode()).hexdigest() == digest
-                else:
-                    inner = sha256(text.encode()).hexdigest()
-                    ok = sha256(sep.join((EVENT_FORMAT_LINE, log_id, prev, inner)).encode()).hexdigest() == digest
-            if not ok or seq in watch:
-                self._advance(expected_prev, expected_seq)
-                if not self.feed_tuples([full_row(row_id)]):
-                    return False
-                expected_prev, expected_seq = self.expected_prev, self.expected_seq
-                continue
-            expected_prev, expected_seq = digest, seq + 1
-        self._advance(expected_prev, expected_seq)
         return True
 
     def _mark_problem(self, seq: int, digest: str) -> str:
@@ -247,28 +225,24 @@ async def verify_database(batch: int = 20_000) -> VerifyResult:
     trusted, unanchored = trust()
     if is_sqlite():
         return await anyio.to_thread.run_sync(_verify_sqlite_file, batch, trusted, unanchored)
-    async with engine().transaction():
-        await raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        heads = await raw(_HEAD)
-        log_id = heads[0]["log_id"] if heads else ""
+    async with engine().transaction() as txn:
+        conn = txn.connection
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        head = await conn.fetchrow(_HEAD)
+        log_id = head["log_id"] if head else ""
         witnessed, problem = await anyio.to_thread.run_sync(_witnessed, trusted, log_id)
         if problem:
             return VerifyResult(False, 0, problem)
-        stored = await raw(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint ORDER BY seq")
-        verifier, last_id = ChainVerifier(checkpoint_marks(stored, trusted, log_id), log_id, witnessed), 0
-        while True:
-            rows = await raw(f"SELECT {_COLUMNS} FROM audit_event WHERE id > {{}} ORDER BY id LIMIT {int(batch)}",
-                             last_id)
-            if not rows or not verifier.feed(rows):
-                break
-            last_id = rows[-1]["id"]
-    return _anchoring(verifier.finish(heads[0] if heads else None), unanchored)
-
-
-# SQLite joins the hashed text itself (in C): fetching one string per event instead of fifteen
-# values doubles verification speed. Rows whose stored form differs from the canonical one
-# (an instant stored without microseconds) are re-checked the slow way before being called bad.
-_SQLITE_HASHED_TEXT = " || char(31) || ".join(HASHED_FIELDS)
+        stored = [dict(r) for r in await conn.fetch(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint ORDER BY seq")]
+        verifier = ChainVerifier(checkpoint_marks(stored, trusted, log_id), log_id, witnessed)
+        cursor = await conn.cursor(f"SELECT {FAST_COLUMNS}, {PG_TEXT} FROM audit_event ORDER BY id")
+        while rows := await cursor.fetch(batch):
+            if not feed_fast(verifier, rows):  # re-checked the slow way, from the same snapshot
+                full = await conn.fetch(f"SELECT {_COLUMNS} FROM audit_event WHERE id BETWEEN $1 AND $2 ORDER BY id",
+                                        rows[0][0], rows[-1][0])
+                if not verifier.feed_tuples(full):
+                    break
+    return _anchoring(verifier.finish(head), unanchored)
 
 
 def _verify_sqlite_file(batch: int, trusted: Any, unanchored: str) -> VerifyResult:
@@ -286,13 +260,10 @@ def _verify_sqlite_file(batch: int, trusted: Any, unanchored: str) -> VerifyResu
         stored = [dict(zip(names, r)) for r in
                   conn.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint ORDER BY seq")]
         verifier = ChainVerifier(checkpoint_marks(stored, trusted, log_id), log_id, witnessed)
-        cursor = conn.execute(f"SELECT id, seq, prev_hash, hash, format_version, {_SQLITE_HASHED_TEXT} "
-                              "FROM audit_event ORDER BY id")
-
-        def full_row(row_id: int) -> tuple[Any, ...]:
-            return conn.execute(f"SELECT {_COLUMNS} FROM audit_event WHERE id = ?", (row_id,)).fetchone()
-
+        cursor = conn.execute(f"SELECT {FAST_COLUMNS}, {SQLITE_TEXT} FROM audit_event ORDER BY id")
         while rows := cursor.fetchmany(batch):
-            if not verifier.feed_joined(rows, full_row):
+            if not feed_fast(verifier, rows) and not verifier.feed_tuples(conn.execute(
+                    f"SELECT {_COLUMNS} FROM audit_event WHERE id BETWEEN ? AND ? ORDER BY id",
+                    (rows[0][0], rows[-1][0])).fetchall()):
                 break
     return _anchoring(verifier.finish(head), unanchored)
