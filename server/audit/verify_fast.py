@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from server.audit.format import EVENT_FORMAT_LINE, EVENT_FORMATS, HASHED_FIELDS, SEPARATOR
 
 if TYPE_CHECKING:
-    from server.audit.verify import ChainVerifier
+    from server.audit.verifier import ChainVerifier
 
 _sha256 = hashlib.sha256
 _hexdigest = type(hashlib.sha256()).hexdigest
