@@ -76,8 +76,9 @@ async def verify_database(batch: int = 20_000) -> VerifyResult:
             worker = Worker({"kind": "postgres", "connect": _pg_connect(), "snapshot": snapshot, "lo": split,
                              "hi": high, "batch": batch}, verifier)
             await feed_pg(conn, verifier, batch, None, split)
-            summary = await anyio.to_thread.run_sync(worker.result)
-            if not stitch(verifier, summary):
+            if verifier.failure is not None:
+                await anyio.to_thread.run_sync(worker.stop)
+            elif not stitch(verifier, await anyio.to_thread.run_sync(worker.result)):
                 await feed_pg(conn, verifier, batch, split, None)
     return _anchoring(verifier.finish(head), unanchored)
 
@@ -109,6 +110,8 @@ def _verify_sqlite_file(batch: int, trusted: Any, unanchored: str) -> VerifyResu
         else:
             worker = Worker({"kind": "sqlite", "path": path, "lo": split, "hi": high, "batch": batch}, verifier)
             feed_sqlite(conn, verifier, batch, None, split)
-            if not stitch(verifier, worker.result()):
+            if verifier.failure is not None:
+                worker.stop()
+            elif not stitch(verifier, worker.result()):
                 feed_sqlite(conn, verifier, batch, split, None)
     return _anchoring(verifier.finish(head), unanchored)

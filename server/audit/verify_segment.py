@@ -92,6 +92,13 @@ class Worker:
             if self._proc.returncode == 0:
                 self._output = output
 
+    def stop(self) -> None:
+        """The parent already found a problem: the worker's verdict no longer matters."""
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            self._thread.join()
+
     def result(self) -> dict[str, Any] | None:
         if self._proc is None:
             return None

@@ -46,22 +46,32 @@ async def _slow() -> VerifyResult:
     return verify._anchoring(verifier.finish(head), unanchored)
 
 
+STITCHED: list[bool] = []
+
+
 async def _all_paths(monkeypatch: pytest.MonkeyPatch) -> dict[str, VerifyResult]:
-    stitched: list[bool] = []
+    started: list[verify_segment.Worker] = []
     real_stitch = verify_segment.stitch
 
-    def recording_stitch(verifier: ChainVerifier, summary: dict[str, Any] | None) -> bool:
-        stitched.append(real_stitch(verifier, summary))
-        return stitched[-1]
+    class CountedWorker(verify_segment.Worker):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            started.append(self)
 
+    def recording_stitch(verifier: ChainVerifier, summary: dict[str, Any] | None) -> bool:
+        STITCHED.append(real_stitch(verifier, summary))
+        return STITCHED[-1]
+
+    STITCHED.clear()
     results = {"default": await verify.verify_database(), "batch 1": await verify.verify_database(batch=1),
                "batch 4": await verify.verify_database(batch=4)}
     with monkeypatch.context() as patch:
         patch.setattr(verify_segment, "PARALLEL_MIN_EVENTS", 2)
+        patch.setattr(verify, "Worker", CountedWorker)
         patch.setattr(verify, "stitch", recording_stitch)
         results["worker, batch 3"] = await verify.verify_database(batch=3)
         results["worker"] = await verify.verify_database()
-    assert len(stitched) == 2, "the worker path was not taken"
+    assert len(started) == 2, "the worker path was not taken"
     return results
 
 
@@ -153,6 +163,8 @@ async def test_every_path_agrees_with_the_slow_reference(db: None, monkeypatch: 
     await TAMPERINGS[tampering]()
     expected = await _assert_agree(monkeypatch)
     assert expected.ok == (tampering in ("untouched", "checkpoint deleted")), expected.problem
+    if expected.ok:
+        assert STITCHED == [True, True], "an intact chain is verified by the worker, not re-run"
 
 
 async def test_a_pruned_chain_agrees_on_every_path(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
