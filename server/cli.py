@@ -147,9 +147,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         result = asyncio.run(verify_database())
         where = "audit chain"
     if not result.ok:
-        print(f"{where} BROKEN at event {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+        at = f" at event {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        print(f"{where} BROKEN{at}: {result.problem}", file=sys.stderr)
         return 1
+    pending = int(getattr(result, "pending", 0))  # the live chain reports events it had to sequence first
     counts = (f"{result.checked} events verified, {result.checkpoints} signed checkpoints"
+              + (f", {pending} recorded events sequenced first" if pending else "")
               + (f", {result.omitted} left out by the filter proved by their digests" if result.omitted else "")
               + (f", witnessed heads at {', '.join(map(str, result.witnessed))} matched" if result.witnessed else ""))
     if result.unanchored:

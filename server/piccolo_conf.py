@@ -22,6 +22,8 @@ def build_engine(database_url: str) -> Engine:
                 "user": url.username or "postgres",
                 "password": url.password or "",
                 "database": (url.path or "/mutual").lstrip("/"),
+                # A commit returns only once it is on disk: audit events are durable when recorded.
+                "server_settings": {"synchronous_commit": "on"},
             },
             log_queries=False,
         )

@@ -55,6 +55,12 @@ class Settings:
     audit_witnesses: tuple[str, ...]
     """Where signed heads are published outside the database (MUTUAL_AUDIT_WITNESS, comma-separated:
     file:///path or a path, an append-only JSON Lines file); `mutual audit verify` compares against them."""
+    audit_sequencer: str
+    """background (default): on PostgreSQL a request records its events in audit_pending and the sequencer
+    (one leader per deployment) chains them within milliseconds; eager: the recording call chains them
+    itself before it returns (the test suite, so events are in audit_event at once)."""
+    audit_pending_max_seconds: int
+    """`mutual audit verify` fails when an event waited longer than this to be sequenced."""
     staff_mfa: str
     """required (default): staff who sign in with a password must pass a second factor, and enrol
     one first if they have none; optional: a second factor is asked for only when enrolled."""
@@ -174,6 +180,8 @@ def get_settings() -> Settings:
         audit_public_keys=_listed("MUTUAL_AUDIT_PUBLIC_KEY"),
         audit_sign_seconds=int(os.environ.get("MUTUAL_AUDIT_SIGN_SECONDS", "60")),
         audit_witnesses=_listed("MUTUAL_AUDIT_WITNESS"),
+        audit_sequencer=_choice("MUTUAL_AUDIT_SEQUENCER", "background", ("background", "eager")),
+        audit_pending_max_seconds=int(os.environ.get("MUTUAL_AUDIT_PENDING_MAX_SECONDS", "60")),
         staff_mfa=_choice("MUTUAL_STAFF_MFA", "required", ("required", "optional")),
         reauth_minutes=int(os.environ.get("MUTUAL_REAUTH_MINUTES", "15")),
         pending_signin_minutes=int(os.environ.get("MUTUAL_PENDING_SIGNIN_MINUTES", "10")),

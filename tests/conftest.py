@@ -23,6 +23,9 @@ os.environ["MUTUAL_MAIL_DEV_OUTBOX"] = "1"
 os.environ.pop("MUTUAL_SMTP_HOST", None)
 # The faces' public origins, as production sets them (the face tests speak to https://testserver.local).
 os.environ["MUTUAL_PORTAL_ORIGIN"] = os.environ["MUTUAL_BACKOFFICE_ORIGIN"] = "https://testserver.local"
+# Events are chained before the recording call returns, so tests may read audit_event at once; the
+# sequencer's own tests switch to background.
+os.environ["MUTUAL_AUDIT_SEQUENCER"] = "eager"
 # Providers re-check the key file on every use, so tests see another process's rotation at once.
 os.environ["MUTUAL_KEY_FOLLOW_SECONDS"] = "0"
 
@@ -81,7 +84,7 @@ ALL_TABLES = (
     "identity_signin_failure", "identity_customer_account", "identity_staff_account",
     "identity_recovery_code", "identity_passkey", "identity_external", "identity_email_token",
     "identity_challenge",
-    "audit_subject", "audit_event", "audit_checkpoint",
+    "audit_subject", "audit_event", "audit_checkpoint", "audit_pending",
 )
 
 

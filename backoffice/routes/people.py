@@ -10,7 +10,7 @@ from litestar.params import Body
 from litestar.response import Redirect
 
 from server.crm import service as people
-from server.errors import Invalid, PolicyDenied
+from server.errors import Invalid
 from server.web import is_fragment_request, render, requires_staff
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -73,11 +73,7 @@ class PeopleController(Controller):
 
     async def _detail(self, request: Request, person_id: str, status_code: int = 200, **extra: Any) -> Response:
         pid = people.parse_id(person_id)
-        person = await people.get_person(request.user, pid)
-        try:
-            notes, notes_denied = await people.list_notes(request.user, pid), None
-        except PolicyDenied as exc:
-            notes, notes_denied = [], str(exc)
+        person, notes, notes_denied = await people.person_with_notes(request.user, pid)
         return render(request, "backoffice/person.html", person=person, notes=notes, notes_denied=notes_denied,
                       labels=LABELS, reasons=people.reveal_reasons(), status_code=status_code, **extra)
 

@@ -17,8 +17,8 @@ from server.audit.verify import ChainVerifier, VerifyResult, verify_database, ve
 from server.db import insert_many, is_sqlite, raw, write_transaction
 
 __all__ = [
-    "GENESIS", "HASHED_FIELDS", "ChainVerifier", "Entry", "VerifyResult", "_iso", "append", "append_many",
-    "ensure_head", "event_hash", "verify_database", "verify_rows",
+    "GENESIS", "HASHED_FIELDS", "ChainVerifier", "Entry", "Head", "VerifyResult", "_iso", "append", "append_many",
+    "chain_rows", "ensure_head", "event_hash", "lock_head", "verify_database", "verify_rows",
 ]
 
 
@@ -49,9 +49,9 @@ async def ensure_head() -> None:
             (AuditHead.name == "main") & (AuditHead.log_id == ""))
 
 
-def _row(actor: Actor, entry: Entry, policy_version: str, seq: int, at: dt.datetime) -> dict[str, Any]:
+def _row(actor: Actor, entry: Entry, policy_version: str, at: dt.datetime) -> dict[str, Any]:
+    """An event's hashed fields, except its seq (assigned when it is chained), cleaned of the separator."""
     row: dict[str, Any] = {
-        "seq": seq,
         "at": at,
         "request_id": actor.request_id,
         "face": actor.face,
@@ -76,42 +76,67 @@ def _row(actor: Actor, entry: Entry, policy_version: str, seq: int, at: dt.datet
 _EVENT_COLUMNS = [*HASHED_FIELDS, "prev_hash", "hash", "format_version"]
 
 
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    hash: str
+    log_id: str
+
+
+async def lock_head() -> Head:
+    """The head, locked until the caller's transaction ends (FOR UPDATE on PostgreSQL; SQLite's BEGIN
+    IMMEDIATE already serialises writers), so concurrent processes never fork the chain."""
+    lock = "" if is_sqlite() else " FOR UPDATE"
+    heads = await raw(f"SELECT seq, hash, log_id FROM audit_head WHERE name = 'main'{lock}")
+    if not heads or not heads[0]["log_id"]:
+        raise RuntimeError("audit head missing or without its log id: run `mutual migrate` first")
+    return Head(int(heads[0]["seq"]), heads[0]["hash"], heads[0]["log_id"])
+
+
+async def chain_rows(head: Head, rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], Head]:
+    """In the caller's transaction, after lock_head: number and link `rows` (as `_row` makes them, each
+    keeping its own `at`) after `head` in format 2, insert them and their subject rows, move the head and
+    sign a checkpoint when one is due. Returns their seqs and the new head."""
+    if not rows:
+        return [], head
+    seq, prev_hash, now = head.seq, head.hash, dt.datetime.now(dt.UTC)
+    event_rows: list[Any] = []
+    subject_rows: list[Any] = []
+    seqs: list[int] = []
+    for fields in rows:
+        seq += 1
+        row = {**fields, "seq": seq}
+        digest = link(EVENT_FORMAT, prev_hash, row_text(row), head.log_id)
+        event_rows.append((*[row[c] for c in HASHED_FIELDS], prev_hash, digest, EVENT_FORMAT))
+        subject_rows.extend((uuid.UUID(p), seq) for p in sorted(set(json.loads(row["subjects"]))))
+        prev_hash = digest
+        seqs.append(seq)
+    await insert_many(AuditEvent._meta.tablename, _EVENT_COLUMNS, event_rows)
+    await insert_many(AuditSubject._meta.tablename, ["pseudonym", "seq"], subject_rows)
+    await AuditHead.update(
+        {AuditHead.seq: seq, AuditHead.hash: prev_hash, AuditHead.updated_at: now}
+    ).where(AuditHead.name == "main")
+    from server.audit.checkpoints import maybe_checkpoint  # it imports this module
+
+    await maybe_checkpoint(seq, prev_hash, now, batch_start=seqs[0], log_id=head.log_id)
+    return seqs, Head(seq, prev_hash, head.log_id)
+
+
 async def append(actor: Actor, entry: Entry, policy_version: str) -> int:
     """Append one event in the caller's transaction (or a new one). Returns its seq."""
     return (await append_many([(actor, entry)], policy_version))[-1]
 
 
 async def append_many(events: Sequence[tuple[Actor, Entry]], policy_version: str) -> list[int]:
-    """Append events in order, in the caller's transaction (or a new one).
-
-    The head row is locked first (FOR UPDATE on PostgreSQL; SQLite's BEGIN
-    IMMEDIATE already serialises writers), so concurrent processes never fork.
-    """
+    """Append events in order, in the caller's transaction (or a new one), under the head lock; returns
+    their seqs. On PostgreSQL the events recorded but not yet sequenced (audit_pending) are chained first,
+    so seq order stays the order in which events were recorded."""
     async with write_transaction():
-        lock = "" if is_sqlite() else " FOR UPDATE"
-        heads = await raw(f"SELECT seq, hash, log_id FROM audit_head WHERE name = 'main'{lock}")
-        if not heads or not heads[0]["log_id"]:
-            raise RuntimeError("audit head missing or without its log id: run `mutual migrate` first")
-        seq, prev_hash, log_id = int(heads[0]["seq"]), heads[0]["hash"], heads[0]["log_id"]
-        now = dt.datetime.now(dt.UTC)
-        event_rows: list[Any] = []
-        subject_rows: list[Any] = []
-        seqs: list[int] = []
-        for actor, entry in events:
-            seq += 1
-            row = _row(actor, entry, policy_version, seq, now)
-            digest = link(EVENT_FORMAT, prev_hash, row_text(row), log_id)
-            event_rows.append((*[row[c] for c in HASHED_FIELDS], prev_hash, digest, EVENT_FORMAT))
-            subject_rows.extend((uuid.UUID(p), seq) for p in sorted(set(entry.subjects)))
-            prev_hash = digest
-            seqs.append(seq)
-        await insert_many(AuditEvent._meta.tablename, _EVENT_COLUMNS, event_rows)
-        await insert_many(AuditSubject._meta.tablename, ["pseudonym", "seq"], subject_rows)
-        await AuditHead.update(
-            {AuditHead.seq: seq, AuditHead.hash: prev_hash, AuditHead.updated_at: now}
-        ).where(AuditHead.name == "main")
-        if seqs:
-            from server.audit.checkpoints import maybe_checkpoint  # it imports this module
+        head = await lock_head()
+        if not is_sqlite():
+            from server.audit.sequencer import integrate_locked  # it imports this module
 
-            await maybe_checkpoint(seq, prev_hash, now, batch_start=seqs[0], log_id=log_id)
+            head = await integrate_locked(head, None)
+        now = dt.datetime.now(dt.UTC)
+        seqs, _ = await chain_rows(head, [_row(actor, entry, policy_version, now) for actor, entry in events])
         return seqs

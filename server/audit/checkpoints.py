@@ -10,6 +10,7 @@ from typing import Any
 
 from server.audit.chain import _iso, verify_database
 from server.audit.export_verify import EXPORT_EVENT_FIELDS, EXPORT_FORMAT, verify_export
+from server.audit.sequencer import flush
 from server.audit.signing import (
     checkpoint_message,
     checkpoint_problem,
@@ -99,6 +100,7 @@ async def checkpoint_now() -> dict[str, Any] | None:
     """Sign the chain's current head (or return the checkpoint already there); None for an empty chain.
 
     Raises RuntimeError when there is no signing key."""
+    await flush()
     async with write_transaction():
         cp = await signed_head()
         if cp is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from server import gateway
 from server.actor import Actor
-from server.audit import export
+from server.audit import export, flush
 from server.audit.chain import Entry, VerifyResult, _iso, append, verify_database
 from server.audit.checkpoints import signed_head
 from server.audit.tables import AuditEvent, AuditSubject
@@ -160,6 +160,7 @@ async def my_access_log(actor: Actor, *, filters: AuditFilters | None = None, be
                         limit: int = 50) -> list[EventView]:
     """Events about the signed-in customer's own record, newest first (staff and their own)."""
     pseudonym = await _own_pseudonym(actor)
+    await flush()  # events recorded a moment ago (this very page's own reads among them) are shown too
     query = _filtered(AuditEvent.select(), filters or AuditFilters(), [pseudonym])
     if before is not None:
         query = query.where(AuditEvent.seq < before)
@@ -267,6 +268,7 @@ async def list_events(actor: Actor, *, filters: AuditFilters | None = None, subj
     if subjects is not None and not subjects.pseudonyms:
         return []  # nobody has that email: nothing shown, so nothing viewed
     filters = filters or AuditFilters()
+    await flush()
     query = _filtered(AuditEvent.select(), filters, subjects.pseudonyms if subjects else None)
     if before is not None:
         query = query.where(AuditEvent.seq < before)
@@ -335,6 +337,7 @@ async def export_events(actor: Actor, file_format: str, *, filters: AuditFilters
     fields = {"format": file_format, "filters": json.dumps(params, sort_keys=True)}
     if subjects is not None:
         fields["person"] = "pseudonyms in subjects"
+    await flush()  # append below also chains what is pending; flushing first keeps its transaction short
     async with write_transaction():
         until = await append(actor, Entry(action="export", entity="audit_event", purpose=AUDIT_PURPOSE,
                                           subjects=pseudonyms or (), fields=fields), policy_version)

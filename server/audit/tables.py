@@ -1,6 +1,6 @@
 """Audit tables: the append-only event chain, its head, and the subjects each event names."""
 
-from piccolo.columns import UUID, BigInt, SmallInt, Text, Timestamptz, Varchar
+from piccolo.columns import UUID, BigInt, BigSerial, SmallInt, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
@@ -25,6 +25,27 @@ class AuditEvent(Table, tablename="audit_event"):
     prev_hash = Varchar(length=64)
     hash = Varchar(length=64)
     format_version = SmallInt(default=1, help_text="How `hash` was computed: 1 (before log identities) or 2.")
+
+
+class AuditPending(Table, tablename="audit_pending"):
+    """An event recorded (committed with the request) but not yet chained: the sequencer numbers it, links it
+    into audit_event and deletes this row in the same transaction. No seq and no hash yet."""
+
+    id = BigSerial(primary_key=True, help_text="Recording order; the sequencer takes the oldest first.")
+    at = Timestamptz(help_text="When the request recorded the event (kept when it is chained).")
+    request_id = Varchar(length=64)
+    face = Varchar(length=16)
+    actor_kind = Varchar(length=16)
+    actor_id = Varchar(length=64)
+    role = Varchar(length=32)
+    action = Varchar(length=32)
+    entity = Varchar(length=64)
+    subjects = Text(help_text="JSON list of subject pseudonyms.")
+    fields = Text(help_text="JSON object: field name -> decision by rule.")
+    purpose = Varchar(length=64)
+    reason = Text(default="")
+    policy_version = Varchar(length=64)
+    outcome = Varchar(length=16)
 
 
 class AuditSubject(Table, tablename="audit_subject"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from server.audit.pending import pending_checked
 from server.audit.signing import checkpoint_marks, checkpoint_problem, trust
 from server.audit.verifier import ChainVerifier, VerifyResult, verify_rows
 from server.audit.verify_segment import Worker, feed_pg, feed_sqlite, split_point, stitch
@@ -49,6 +50,7 @@ def _anchoring(result: VerifyResult, unanchored: str) -> VerifyResult:
     return dataclasses.replace(result, unanchored=unanchored) if result.ok else result
 
 
+@pending_checked
 async def verify_database(batch: int = 20_000) -> VerifyResult:
     """Verify the live chain in insertion order (the storage id, so moved rows show up), in
     batches from one consistent snapshot: memory stays bounded at a million events and more.

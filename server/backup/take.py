@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from server.audit import flush
 from server.backup._files import BackupError, fsync_dir, now, private_empty_file, sha256, sidecar_path, target_name
 from server.backup._postgres import pg_backup
 from server.backup._sqlite import sqlite_backup
@@ -30,6 +31,7 @@ async def backup(dest_dir: Path | None = None) -> Path:
     partial = target.with_name(target.name + ".partial")
     private_empty_file(partial)
     try:
+        await flush()  # every recorded audit event is chained, so the sidecar's head covers it
         if settings.is_postgres:
             head = await pg_backup(partial)
         else:

@@ -100,7 +100,7 @@ async def _audit_overhead(samples: int = 200) -> float:
     from server import gateway
     from server.actor import Actor
     from server.db import raw
-    from server.gateway.people import _common as gateway_people
+    from server.gateway import audit as gateway_audit
 
     ids = [r["id"] for r in await raw(f"SELECT id FROM crm_person LIMIT {int(samples)}")]
     actor = Actor(kind="staff", id=str(uuid.uuid4()), face="backoffice", roles=frozenset({"admin"}))
@@ -113,16 +113,16 @@ async def _audit_overhead(samples: int = 200) -> float:
 
     await reads()  # warm up
     audited = min([await reads() for _ in range(3)])
-    real_append = gateway_people.append
+    real_record = gateway_audit.record_events
 
-    async def no_append(*_: object) -> int:
-        return 0
+    async def no_record(*_: object) -> None:
+        return None
 
-    gateway_people.append = no_append  # type: ignore[assignment]
+    gateway_audit.record_events = no_record  # type: ignore[assignment]
     try:
         bare = min([await reads() for _ in range(3)])
     finally:
-        gateway_people.append = real_append
+        gateway_audit.record_events = real_record
     return audited / bare - 1
 
 

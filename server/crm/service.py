@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from server import gateway
 from server.actor import Actor, system_actor
-from server.errors import Invalid, NotFound
+from server.errors import Invalid, NotFound, PolicyDenied
 from server.gateway import Page, ReasonView, Record
 from server.identity.service import remove_customer_accounts
 from server.vault import AddressInvalid, canonical_email, mail_address
@@ -167,6 +167,17 @@ async def add_note(actor: Actor, person_id: uuid.UUID, body: str, *, purpose: st
     if len(body) > 5000:
         raise Invalid({"body": f"is {len(body)} characters long; keep notes under 5000"})
     await gateway.add_note(actor, purpose=purpose, person_id=person_id, body=body)
+
+
+async def person_with_notes(actor: Actor, person_id: uuid.UUID, *, purpose: str = "customer_service",
+                            ) -> tuple[Record, list[Record], str | None]:
+    """A person, their latest notes and, when the policy refuses the notes, why (one audited step)."""
+    person = await gateway.get_person_with_notes(actor, purpose=purpose, person_id=person_id)
+    included: dict[str, list[Record] | PolicyDenied] = person.extra["included"]  # type: ignore[assignment]
+    notes = included["crm_note"]
+    if isinstance(notes, PolicyDenied):
+        return person, [], str(notes)
+    return person, notes, None
 
 
 async def list_notes(actor: Actor, person_id: uuid.UUID, *, purpose: str = "customer_service") -> list[Record]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from server.db import raw, write_transaction
 from server.kernel import get_kernel
@@ -62,9 +62,10 @@ def lookup_values(field: str, value: str) -> list[str]:
     return search_indexes(get_kernel().keys, field, normalised(field, value))
 
 
-def token_rows(person_id: uuid.UUID, names: Mapping[str, str | None]) -> list[tuple[uuid.UUID, str]]:
-    """(person, token index) rows for crm_person_token."""
-    tokens = name_tokens(*(names.get(f) for f in NAME_FIELDS))
+def token_rows(person_id: uuid.UUID, names: Mapping[str, str | None],
+               fields: Sequence[str] = NAME_FIELDS) -> list[tuple[uuid.UUID, str]]:
+    """(row, token index) rows for a token table (crm_person_token) from the name fields given."""
+    tokens = name_tokens(*(names.get(f) for f in fields))
     provider = get_kernel().keys
     width = bits("name")
     return [(person_id, search_index(provider, "name", t, width)) for t in sorted(tokens)]

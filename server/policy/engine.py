@@ -28,6 +28,18 @@ class FieldSpec:
     """False for technical columns (ids, timestamps, hashes) classified only to show they were looked at."""
     retention: str | None = None
     """Id of the retention.yml rule that says how long the value is kept."""
+    subject: str | None = None
+    """Whose data the row is: `self` on a subject table's id (the row is a person, sealed under their own
+    data key); a subject table's name on a column linking a row to its subject (sealed under theirs)."""
+    pseudonym: bool = False
+    """The subject table's pseudonym column: what audit events name instead of the id."""
+    scope: str | None = None
+    """`assigned` or `team`: the column that gives a member of staff that relation to the record."""
+    index: str | None = None
+    """`email`, `phone` or `name`: the blind index that makes this encrypted field searchable."""
+    index_of: str | None = None
+    """On a blind-index column: the field it indexes (`email`), or for a token table the table whose
+    `name` fields it holds tokens of (`crm_person`)."""
 
 
 @dataclass(frozen=True)

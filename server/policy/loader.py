@@ -23,6 +23,7 @@ from server.policy.engine import (
     Rule,
     category_matches,
 )
+from server.policy.links import check_links
 
 FILES = ("access.yml", "fields.yml", "purposes.yml", "retention.yml")
 SUBJECT_ROLE = "customer"  # the data subject acting in the portal; its rules must use scope self
@@ -225,6 +226,7 @@ def _build_fields(doc: _Document, retention: dict[str, RetentionRule]) -> dict[s
                                 "add retention: <rule id from retention.yml>, or personal: false if it is not "
                                 "personal data")
             fields[table][name] = FieldSpec(**spec)
+    check_links(fields, doc.error)
     return fields
 
 

@@ -17,10 +17,11 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.actor import system_actor
-from server.audit import anchor
+from server.audit import anchor, leader
 from server.audit.chain import Entry, append
 from server.db import engine
 from server.errors import DomainError, Invalid
+from server.gateway.scope import request_scope
 from server.kernel import check_database_keys, get_kernel
 from server.mail import check_mail_settings
 from server.policy.snapshot import load_snapshot, record_loaded
@@ -93,8 +94,10 @@ async def _startup(app: Litestar) -> None:
     if _POOL_USERS == 0:
         await engine().start_connection_pool()
         await check_database_keys()
+        await leader.check_durable_commits()
         await _record_policy_version(app.state.face)
         anchor.start()
+        leader.start()
     _POOL_USERS += 1
 
 
@@ -102,6 +105,7 @@ async def _shutdown(app: Litestar) -> None:
     global _POOL_USERS
     _POOL_USERS -= 1
     if _POOL_USERS == 0:
+        await leader.stop()
         await anchor.stop()
         await engine().close_connection_pool()
 
@@ -134,7 +138,7 @@ def _request_key_cache(app: ASGIApp) -> ASGIApp:
     """Each request reuses the data keys it unwrapped (each at most once), and forgets them after."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        with request_key_cache():
+        with request_key_cache(), request_scope():
             await app(scope, receive, send)
 
     return middleware

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from server import gateway
-from server.actor import Actor
-from server.audit.chain import Entry, event_hash, verify_database
+from server.audit.chain import event_hash, verify_database
 from server.db import raw
 from server.errors import NotFound
 from tests.support import ERIKA, MAX, staff
@@ -236,10 +235,10 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
     erika = await gateway.create_person(admin, purpose=PURPOSE, values=ERIKA)
     before = await _count()
 
-    async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
+    async def broken(events: object, policy_version: str) -> None:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people._common.append", broken)
+    monkeypatch.setattr("server.gateway.audit.record_events", broken)
     result: Any = None
     with pytest.raises(RuntimeError, match="audit store unavailable"):
         result = await gateway.get_person(admin, purpose=PURPOSE, person_id=erika)
@@ -252,10 +251,10 @@ async def test_a_read_whose_audit_event_cannot_be_written_returns_no_data(
 async def test_a_create_whose_audit_event_cannot_be_written_leaves_nothing_behind(
     db: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def broken(actor: Actor, entry: Entry, policy_version: str) -> int:
+    async def broken(events: object, policy_version: str) -> None:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("server.gateway.people._common.append", broken)
+    monkeypatch.setattr("server.gateway.audit.record_events", broken)
     with pytest.raises(RuntimeError):
         await gateway.create_person(staff("admin"), purpose=PURPOSE, values=ERIKA)
     assert await raw("SELECT id FROM crm_person") == []

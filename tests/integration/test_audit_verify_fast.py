@@ -75,10 +75,15 @@ async def _all_paths(monkeypatch: pytest.MonkeyPatch) -> dict[str, VerifyResult]
     return results
 
 
+def _fields(result: VerifyResult) -> tuple[Any, ...]:
+    """The chain's verdict (verify_database adds the pending queue's fields, which are not at issue here)."""
+    return tuple(getattr(result, field.name) for field in dataclasses.fields(VerifyResult))
+
+
 async def _assert_agree(monkeypatch: pytest.MonkeyPatch) -> VerifyResult:
     expected = await _slow()
     for name, result in (await _all_paths(monkeypatch)).items():
-        assert dataclasses.astuple(result) == dataclasses.astuple(expected), name
+        assert _fields(result) == _fields(expected), name
     return expected
 
 

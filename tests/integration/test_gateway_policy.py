@@ -133,7 +133,7 @@ async def test_a_reveal_shows_the_field_to_that_member_of_staff_for_a_limited_ti
         db: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import datetime as dt
 
-    from server.gateway.people import reads as gateway_people
+    from server.gateway import reads as gateway_people
 
     sales, other = staff("sales"), staff("admin")
     pid = await gateway.create_person(sales, purpose="customer_service", values=ERIKA)

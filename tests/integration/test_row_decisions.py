@@ -16,7 +16,7 @@ from server import gateway, kernel
 from server.actor import Actor
 from server.audit import service as audit
 from server.db import raw
-from server.gateway.people import _common, reads, rows
+from server.gateway import decide, reads, spec
 from server.policy import load_policies
 from server.settings import REPO_ROOT
 from tests.support import ERIKA, MAX, customer, staff
@@ -46,7 +46,7 @@ def _email_only_for_own_people(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     access = access.replace(TEAM_CONTACT, TEAM_CONTACT.replace("identity, contact", "identity")) + OWN_EMAIL_RULE
     (policies / "access.yml").write_text(access)
     loaded = kernel.Kernel(policies=load_policies(policies), keys=kernel.get_kernel().keys)
-    for module in (_common, reads, rows):
+    for module in (decide, reads, spec):
         monkeypatch.setattr(module, "get_kernel", lambda: loaded)
 
 

@@ -9,11 +9,12 @@ from collections.abc import Iterable
 
 from server.actor import Actor
 from server.audit.chain import Entry
-from server.crm.tables import Person, RevealGrant
-from server.db import write_transaction
+from server.db import raw, write_transaction
 from server.errors import Invalid, NotFound
-from server.gateway import reasons
-from server.gateway.people._common import PERSON, PERSON_FIELDS, _audit, _decide, _denied, _is_uuid, _now, _summary
+from server.gateway import audit, query, reasons
+from server.gateway.decide import as_uuid, decide, denied, is_uuid, relations, summary
+from server.gateway.reads import subject_keys
+from server.gateway.spec import TableSpec
 from server.kernel import get_kernel
 from server.settings import get_settings
 from server.vault.cipher import decrypt_field
@@ -30,36 +31,39 @@ def describe_reason(text: str) -> str:
     return reasons.describe(text, reveal_reasons())
 
 
-async def reveal_field(actor: Actor, *, purpose: str, person_id: uuid.UUID, field: str, reason: str,
-                       ticket: str = "", note: str = "") -> str:
+async def reveal(spec: TableSpec, actor: Actor, *, purpose: str, row_id: uuid.UUID, field: str, reason: str,
+                 ticket: str = "", note: str = "") -> str:
     """One deliberate step for a sensitive field: a reason from the fixed list is required and recorded,
-    with an optional ticket reference; an optional note is recorded sealed under the person's data key,
-    so it goes when they are erased (see server.gateway.reasons)."""
-    if field not in PERSON_FIELDS:
-        raise Invalid({"field": f"'{field}' is not a field of a person"})
+    with an optional ticket reference; an optional note is recorded sealed under the subject's data key,
+    so it goes when they are erased (see server.gateway.reasons). A member of staff's reveal opens a
+    grant: the field stays shown in full on their reads until it ends."""
+    if not spec.reveal or field not in spec.fields:
+        raise Invalid({"field": f"'{field[:30]}' is not a field of {spec.table} that can be revealed"})
     given = reasons.check(reason, ticket, note, reveal_reasons())
-    decisions = await _decide(actor, "reveal", purpose, PERSON, [field], person_id)
+    rows = await raw(query.select(spec, [field], "t.id = {}"), row_id)
+    row = rows[0] if rows else None
+    subject = as_uuid(row["subject_id"]) if row else (row_id if spec.is_subject else None)
+    decisions = decide(actor, "reveal", purpose, spec.table, [field], subject, relations(actor, row))
     if decisions[field].effect != "allow":
-        raise await _denied(actor, "reveal", PERSON, purpose, decisions, person_id)
+        raise await denied(actor, "reveal", spec.table, purpose, decisions, str(row["pseudonym"]) if row else None)
+    keys = subject_keys(rows)
+    if row is None or subject is None or subject not in keys:
+        raise NotFound(spec.missing)
     async with write_transaction():
-        rows = await Person.select(Person.pseudonym, getattr(Person, field)).where(Person.id == person_id)
-        keys = await load_data_keys(get_kernel().keys, [person_id])
-        if not rows or person_id not in keys:
-            raise NotFound("No person with this id; they may have been erased.")
-        await _audit(actor, Entry(action="reveal", entity=PERSON, purpose=purpose,
-                                  reason=reasons.seal(given, keys[person_id]),
-                                  subjects=(str(rows[0]["pseudonym"]),), fields=_summary(decisions)))
-        if actor.kind == "staff" and _is_uuid(actor.id):
+        await audit.record(actor, [Entry(action="reveal", entity=spec.table, purpose=purpose,
+                                         reason=reasons.seal(given, keys[subject]),
+                                         subjects=(str(row["pseudonym"]),), fields=summary(decisions))])
+        if actor.kind == "staff" and is_uuid(actor.id):
             staff_id = uuid.UUID(actor.id)
-            await RevealGrant.delete().where((RevealGrant.staff_id == staff_id) & (RevealGrant.person == person_id)
-                                             & (RevealGrant.field == field))
-            await RevealGrant.insert(RevealGrant(
-                staff_id=staff_id, person=person_id, field=field,
-                expires_at=_now() + dt.timedelta(minutes=get_settings().reveal_minutes)))
-    token = rows[0][field]
+            await raw("DELETE FROM crm_reveal_grant WHERE staff_id = {} AND person = {} AND field = {}",
+                      staff_id, subject, field)
+            await raw("INSERT INTO crm_reveal_grant (staff_id, person, field, expires_at) VALUES ({}, {}, {}, {})",
+                      staff_id, subject, field,
+                      dt.datetime.now(dt.UTC) + dt.timedelta(minutes=get_settings().reveal_minutes))
+    token = row[field]
     if token is None:
         return ""
-    return decrypt_field(keys[person_id], PERSON, field, person_id, token)
+    return decrypt_field(keys[subject], spec.table, field, row_id, token)
 
 
 async def explain_reasons(actor: Actor, *, person_id: uuid.UUID,
