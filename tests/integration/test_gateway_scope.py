@@ -19,7 +19,7 @@ PURPOSE = "customer_service"
 
 
 async def _events() -> list[dict[str, Any]]:
-    return await raw("SELECT action, entity, outcome, subjects FROM audit_event ORDER BY seq")
+    return [dict(r) for r in await raw("SELECT action, entity, outcome, subjects FROM audit_event ORDER BY seq")]
 
 
 async def test_a_person_with_their_notes_is_one_step_with_the_same_events_as_two(db: None) -> None:

@@ -104,7 +104,8 @@ async def appointments(db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 async def _events(entity: str) -> list[Mapping[str, object]]:
-    return await raw("SELECT action, outcome, subjects, fields FROM audit_event WHERE entity = {} ORDER BY seq", entity)
+    rows = await raw("SELECT action, outcome, subjects, fields FROM audit_event WHERE entity = {} ORDER BY seq", entity)
+    return [dict(r) for r in rows]
 
 
 async def test_a_declared_table_is_sealed_under_the_persons_key_and_read_per_role(appointments: None) -> None:
@@ -112,7 +113,7 @@ async def test_a_declared_table_is_sealed_under_the_persons_key_and_read_per_rol
     erika = await gateway.create_person(admin, purpose="customer_service", values=ERIKA)
     booked = await book(support, erika, "Beratung Hausrat", "Heidestraße 17, Köln")
 
-    stored = await raw("SELECT topic, location FROM test_appointment")
+    stored = [dict(r) for r in await raw("SELECT topic, location FROM test_appointment")]
     assert "Beratung" not in json.dumps(stored, default=str) and "Heide" not in json.dumps(stored, default=str)
 
     shown = await appointment(support, booked)
