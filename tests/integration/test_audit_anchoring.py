@@ -153,8 +153,8 @@ async def test_the_face_apps_start_and_stop_the_head_signing_timer(db: None, con
 
     configure(MUTUAL_AUDIT_SIGN_SECONDS="3600")
     async with AsyncTestClient(app=create_app()):
-        assert anchor._task is not None and not anchor._task.done()
-    assert anchor._task is None
+        assert anchor._task.running
+    assert not anchor._task.running
 
 
 async def test_against_the_pinned_key_a_checkpoint_signed_by_a_replaced_key_file_fails(
