@@ -138,8 +138,7 @@ async def record(events: Sequence[tuple[Actor, Entry]], policy_version: str) -> 
     elif in_transaction and eager:
         await _chain_now(rows, drain=True)
     else:
-        async with write_transaction():
-            await add_pending(rows)
+        await add_pending(rows)  # one statement in autocommit: durable when it returns
         if eager:
             await flush()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from server.audit.chain import Head, VerifyResult, chain_rows, lock_head
 from server.audit.format import HASHED_FIELDS
-from server.db import insert_many, is_sqlite, raw, write_transaction
+from server.db import engine, insert_many, is_sqlite, raw, write_transaction
 from server.settings import get_settings
 
 PENDING = "audit_pending"
@@ -26,8 +26,14 @@ PENDING_COLUMNS = HASHED_FIELDS[1:]
 
 
 async def add_pending(rows: Sequence[Mapping[str, Any]]) -> None:
-    """Record event rows (as chain._row makes them) in the caller's open transaction."""
-    await insert_many(PENDING, PENDING_COLUMNS, [tuple(row[c] for c in PENDING_COLUMNS) for row in rows])
+    """Record event rows (as chain._row makes them): in the caller's open transaction, or, outside one,
+    as one multi-row INSERT that commits on its own (one round trip, durable when it returns)."""
+    if engine().current_transaction.get() is not None:
+        await insert_many(PENDING, PENDING_COLUMNS, [tuple(row[c] for c in PENDING_COLUMNS) for row in rows])
+        return
+    marks = ", ".join("(" + ", ".join("{}" for _ in PENDING_COLUMNS) + ")" for _ in rows)
+    await raw(f"INSERT INTO {PENDING} ({', '.join(PENDING_COLUMNS)}) VALUES {marks}",
+              *[row[c] for row in rows for c in PENDING_COLUMNS])
 
 
 async def _take(limit: int | None) -> list[dict[str, Any]]:
