@@ -113,9 +113,7 @@ async def chain_rows(head: Head, rows: Sequence[Mapping[str, Any]]) -> tuple[lis
         seqs.append(seq)
     await insert_many(AuditEvent._meta.tablename, _EVENT_COLUMNS, event_rows)
     await insert_many(AuditSubject._meta.tablename, ["pseudonym", "seq"], subject_rows)
-    await AuditHead.update(
-        {AuditHead.seq: seq, AuditHead.hash: prev_hash, AuditHead.updated_at: now}
-    ).where(AuditHead.name == "main")
+    await raw("UPDATE audit_head SET seq = {}, hash = {}, updated_at = {} WHERE name = 'main'", seq, prev_hash, now)
     from server.audit.checkpoints import maybe_checkpoint  # it imports this module
 
     await maybe_checkpoint(seq, prev_hash, now, batch_start=seqs[0], log_id=head.log_id)
