@@ -144,6 +144,8 @@ def section(backend: str, meta: dict, figures: dict[str, float], results: Sequen
         lines += ["Two processes per face (uvicorn --workers 2, the floor too):", "", *table(two), "",
                   scaling(results, two), "", *price(two, "floor", None), ""]
     lines += ["**Server-Timing** (a separate pass with MUTUAL_BENCH_TIMING=1, one process per face, c=1; median "
-              "ms per phase; rest = total minus the phases: middleware, CSRF, routing, unattributed code):", "",
+              "ms per phase; phases not entered stay empty; audit appears once the audit code times itself, until "
+              "then its statements count as query; rest = total minus the phases: middleware, CSRF, routing, other "
+              "code, and time spent waiting for a CPU; medians do not add up exactly):", "",
               *phases(timed), "", *cli_figures(meta, figures), ""]
     return "\n".join(lines)

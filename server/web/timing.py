@@ -16,7 +16,6 @@ A phase that was not entered is left out, not guessed.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -29,19 +28,20 @@ HEADER = b"server-timing"
 
 
 def _time_queries() -> None:
-    """Wrap this process's Piccolo engine once, so its statements count as the query phase."""
+    """Make this process's Piccolo engine count its statements as the query phase (once). The engine
+    classes have slots, so the instance becomes one of a subclass that only adds the timer."""
     db = engine()
-    if getattr(db, "_mutual_timed", False):
+    base = type(db)
+    if getattr(base, "_mutual_timed", False):
         return
-    run = db.run_querystring
 
-    @functools.wraps(run)
-    async def timed(*args: Any, **kwargs: Any) -> Any:
+    async def run_querystring(self: Any, *args: Any, **kwargs: Any) -> Any:
         with timing.phase("query"):
-            return await run(*args, **kwargs)
+            return await base.run_querystring(self, *args, **kwargs)
 
-    db.run_querystring = timed  # type: ignore[method-assign]
-    db._mutual_timed = True  # type: ignore[attr-defined]
+    timed = type(f"Timed{base.__name__}", (base,), {"__slots__": (), "_mutual_timed": True,
+                                                     "run_querystring": run_querystring})
+    db.__class__ = timed
 
 
 def _server_timing(app: ASGIApp) -> ASGIApp:

@@ -193,3 +193,33 @@ def test_the_timing_middleware_adds_a_server_timing_header_only_when_switched_on
     phases = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
     assert list(phases) == ["render", "total"]
     assert 0 <= float(phases["render"]) <= float(phases["total"])
+
+
+def test_statements_through_the_engine_count_as_the_query_phase(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    import asyncio
+
+    from piccolo.engine.sqlite import SQLiteEngine
+    from piccolo.querystring import QueryString
+
+    from server.sqlite_engine import MutualSQLiteEngine
+    from server.web import timing as web_timing
+
+    db = MutualSQLiteEngine(path=str(tmp_path / "timed.sqlite3"))
+    monkeypatch.setattr(web_timing, "engine", lambda: db)
+    web_timing._time_queries()
+    web_timing._time_queries()  # once only: not a timer around a timer
+    assert isinstance(db, SQLiteEngine) and type(db).__mro__[1] is MutualSQLiteEngine
+
+    async def ask() -> tuple[list, dict[str, float]]:
+        recorder, token = timing.start()
+        try:
+            rows = await db.run_querystring(QueryString("SELECT {} AS one", 1))
+            with timing.phase("audit"):  # inside another phase the statement counts to that phase
+                await db.run_querystring(QueryString("SELECT 2"))
+        finally:
+            timing.finish(token)
+        return rows, recorder.totals
+
+    rows, totals = asyncio.run(ask())
+    assert rows == [{"one": 1}] and set(totals) == {"query", "audit"}
