@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import time
 import uuid
@@ -100,6 +101,9 @@ async def build(people: int, events: int, floor_rows: list[tuple] | None) -> dic
         await append_many(batch, version)
         bar.advance(n)
     bar.close()
+    # A bulk load leaves the planner without statistics (autovacuum would gather them minutes later on
+    # PostgreSQL; SQLite never does): gather them now, as a real store has them after its first hours.
+    await raw("ANALYZE")
     sample = sorted(rng.sample(range(people), min(SAMPLE, people)))
     return {
         "people": people, "events": events, "built": dt.datetime.now(dt.UTC).isoformat(),
@@ -123,6 +127,29 @@ def write_floor(path: Path, rows: list[tuple]) -> None:
         conn.executemany("INSERT INTO floor_person VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          [(*r, (now + dt.timedelta(microseconds=i)).isoformat()) for i, r in enumerate(rows)])
         conn.execute("CREATE INDEX floor_person_created ON floor_person (created_at, id)")
+        conn.execute("ANALYZE")
+
+
+FLOOR_COLUMNS = ("id", "given_name", "family_name", "email", "phone", "birth_date", "organisation", "created_at")
+
+
+async def write_pg_floor(url: str, rows: list[tuple]) -> None:
+    """The same floor table in the bench's PostgreSQL database: the floor of the PostgreSQL backend."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS floor_person")
+        await conn.execute("CREATE TABLE floor_person (id TEXT PRIMARY KEY, given_name TEXT, family_name TEXT, "
+                           "email TEXT, phone TEXT, birth_date TEXT, organisation TEXT, created_at TEXT)")
+        now = dt.datetime.now(dt.UTC)
+        await conn.copy_records_to_table(
+            "floor_person", columns=FLOOR_COLUMNS,
+            records=[(*r, (now + dt.timedelta(microseconds=i)).isoformat()) for i, r in enumerate(rows)])
+        await conn.execute("CREATE INDEX floor_person_created ON floor_person (created_at, id)")
+        await conn.execute("ANALYZE floor_person")
+    finally:
+        await conn.close()
 
 
 def main() -> int:
@@ -135,6 +162,9 @@ def main() -> int:
     floor_rows: list[tuple] = []
     meta = asyncio.run(build(args.people, args.events, floor_rows))
     write_floor(args.floor, floor_rows)
+    url = os.environ.get("MUTUAL_DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")):
+        asyncio.run(write_pg_floor(url, floor_rows))
     args.meta.write_text(json.dumps(meta, indent=1))
     return 0
 

@@ -32,6 +32,10 @@ class Measurement:
     p95: float
     p99: float
     errors: int
+    server_timing: tuple[str, ...] = ()
+    """The `Server-Timing` header of each measured response (faces started with MUTUAL_BENCH_TIMING=1)."""
+    cpu: str = ""
+    """Cores busy during the measurement: machine / servers / client (see server/bench/cpu.py)."""
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float:
@@ -42,13 +46,14 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
 
 
 async def measure(name: str, make: Callable[[int], Request], *, concurrency: int, total: int,
-                  warmup: int = 10) -> Measurement:
+                  warmup: int = 10, server_timing: bool = False) -> Measurement:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for i in range(warmup):
             r = make(i)
             await client.request(r.method, r.url, headers=r.headers, data=r.data)
         latencies: list[float] = []
+        timings: list[str] = []
         errors = 0
         counter = iter(range(total))
 
@@ -61,13 +66,15 @@ async def measure(name: str, make: Callable[[int], Request], *, concurrency: int
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if resp.status_code != 200:
                     errors += 1
+                if server_timing and "server-timing" in resp.headers:
+                    timings.append(resp.headers["server-timing"])
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
     return Measurement(name, concurrency, total, total / elapsed, statistics.median(ordered),
-                       _percentile(ordered, 0.95), _percentile(ordered, 0.99), errors)
+                       _percentile(ordered, 0.95), _percentile(ordered, 0.99), errors, tuple(timings))
 
 
 @dataclass(frozen=True)

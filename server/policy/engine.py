@@ -7,12 +7,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from server.timing import phase
+
 Sensitivity = Literal["low", "normal", "high"]
 Effect = Literal["allow", "mask", "deny"]
 
 ANY = "*"
 DEFAULT_RULE = "default-deny"
 REDACTED = "•••••"
+DECIDE_MEMO_SIZE = 4096
+"""Distinct decide() questions a PolicySet remembers; past this the memo starts over (bounded memory)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,9 @@ class PolicySet:
         self._roles = frozenset(roles)
         # Stable sort: equal priorities keep file order.
         self._rules = tuple(sorted(rules, key=lambda rule: -rule.priority))
+        # decide() is pure in its arguments and this (immutable) set: a policy reload builds a new
+        # PolicySet, so the memo never outlives the policies it was computed from.
+        self._decided: dict[tuple, dict[str, FieldDecision]] = {}
 
     @property
     def tables(self) -> frozenset[str]:
@@ -193,6 +200,20 @@ class PolicySet:
         `relations` says how the acting member of staff relates to the record: "assigned" (they
         own it), "team" (their team serves it). Rules with that scope apply only then.
         """
+        with phase("decide"):
+            names = tuple(fields)
+            key = (frozenset(roles), is_self, action, purpose, table, names, frozenset(relations))
+            decided = self._decided.get(key)
+            if decided is None:
+                decided = self._decide_all(roles, is_self, action, purpose, table, names, relations)
+                if len(self._decided) >= DECIDE_MEMO_SIZE:
+                    self._decided.clear()
+                self._decided[key] = decided
+            # Callers may change their dict (a reveal grant upgrades one field): never the memo's.
+            return dict(decided)
+
+    def _decide_all(self, roles: frozenset[str], is_self: bool, action: str, purpose: str, table: str,
+                    fields: tuple[str, ...], relations: frozenset[str]) -> dict[str, FieldDecision]:
         specs = self._fields.get(table, {})
         known_purpose = purpose in self._purposes
         decisions: dict[str, FieldDecision] = {}

@@ -94,6 +94,8 @@ class FileKeyProvider:
     ledger_root: tuple[str, bytes] | None = None
     """Root of the erasure ledger's HMAC subkey; it outlives every key-encryption key."""
     _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
+    _aeads: dict[str, tuple[bytes, Any]] = field(default_factory=dict, init=False, repr=False)
+    """AES-GCM objects of the key-encryption keys, built once per key (they live as long as the keys)."""
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
 
     def _follow_file(self) -> None:
@@ -132,6 +134,16 @@ class FileKeyProvider:
             f"key-encryption key {key_id!r} is not in the key file{problem}; restore the key file "
             "that was in use when the data was written"
         )
+
+    def kek_aead(self, key_id: str) -> Any:
+        """An AESGCM object for `kek(key_id)`, reused while the key file keeps that key unchanged."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        key = self.kek(key_id)
+        cached = self._aeads.get(key_id)
+        if cached is None or cached[0] != key:
+            cached = self._aeads[key_id] = (key, AESGCM(key))
+        return cached[1]
 
     def index_key(self, name: str) -> tuple[str, bytes]:
         self._follow_file()  # `mutual keys rotate-index` may have made a new key active

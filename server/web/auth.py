@@ -11,6 +11,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from server import timing
 from server.actor import Actor
 from server.errors import ReauthenticationRequired
 from server.identity.service import resume_session
@@ -28,7 +29,8 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
         request_id = uuid.uuid4().hex
         connection.state.request_id = request_id
         token = connection.cookies.get(SESSION_COOKIES[face], "")
-        actor = await resume_session(face, token, request_id) if token else None
+        with timing.phase("session"):
+            actor = await resume_session(face, token, request_id) if token else None
         return AuthenticationResult(user=actor, auth=token if actor else None)
 
 

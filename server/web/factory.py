@@ -30,6 +30,7 @@ from server.settings import get_settings
 from server.vault.store import request_key_cache
 from server.web.auth import CSRF_COOKIES, SessionMiddleware
 from server.web.rendering import build_environment, is_fragment_request, render
+from server.web.timing import middleware as bench_timing
 
 log = logging.getLogger("mutual.web")
 SHARED_STATIC = Path(__file__).parent / "static"
@@ -159,7 +160,8 @@ def create_face_app(face: str, face_title: str, route_handlers: Sequence[Any], t
                                        include_in_schema=False),
             *route_handlers,
         ],
-        middleware=[_request_key_cache, DefineMiddleware(SessionMiddleware, exclude=["^/static/", "^/healthz$"])],
+        middleware=[*bench_timing(), _request_key_cache,
+                    DefineMiddleware(SessionMiddleware, exclude=["^/static/", "^/healthz$"])],
         before_send=[_security_headers],
         csrf_config=CSRFConfig(
             secret=f"{face}:{csrf_key.hex()}", cookie_name=CSRF_COOKIES[face], cookie_secure=True,

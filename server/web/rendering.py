@@ -11,6 +11,8 @@ from jinja2_fragments import render_block
 from litestar import Request, Response
 from litestar.template.base import csrf_token
 
+from server import timing
+
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -47,8 +49,9 @@ def render(request: Request, template: str, *, block: str | None = None, status_
         "csrf_token": csrf_token({"request": request}),
         **context,
     }
-    if block is not None:
-        html = render_block(env, template, block, **context)
-    else:
-        html = env.get_template(template).render(**context)
+    with timing.phase("render"):
+        if block is not None:
+            html = render_block(env, template, block, **context)
+        else:
+            html = env.get_template(template).render(**context)
     return Response(html, media_type="text/html", status_code=status_code, headers=headers)
