@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+from server import timing
 from server.actor import Actor
 from server.audit.chain import Entry
 from server.audit.record import record as record_events
@@ -16,7 +17,8 @@ async def record(actor: Actor, entries: Sequence[Entry]) -> None:
     read or a denial, on their own: SQLite's group commit shares one transaction with the reads of
     other requests, PostgreSQL queues them for the sequencer. It returns only once they are durable,
     so a read decrypts nothing whose event could still be lost."""
-    await record_events([(actor, e) for e in entries], get_kernel().policies.version)
+    with timing.phase("audit"):
+        await record_events([(actor, e) for e in entries], get_kernel().policies.version)
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ Phases (see server/timing.py, which records them):
   (executemany in `insert_many`) are not in it;
 - crypto: field encryption and decryption, data-key wrapping and unwrapping (server/vault/cipher.py);
 - render: Jinja templates (server/web/rendering.py);
-- audit: only where the audit code wraps itself in `timing.phase("audit")`;
+- audit: recording the gateway's events (server/gateway/audit.py), their statements included;
 - total: the whole request inside the app, from the outermost middleware to the response start.
 A phase that was not entered is left out, not guessed.
 """
