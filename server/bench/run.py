@@ -104,6 +104,9 @@ def _dataset(opts: Options, backend: str) -> tuple[dict[str, str], dict, dict[st
                        cwd=REPO_ROOT)
     else:
         print(f"bench: reusing the cached {backend} dataset in {folder}", file=sys.stderr)
+        # A dataset cached by older code gets the tables and triggers added since (idempotent).
+        subprocess.run([sys.executable, "-m", "server.cli", "migrate"], env=env, check=True, cwd=REPO_ROOT,
+                       capture_output=True)
     floors = {"floor": str(floor)}
     if backend == "postgres":
         floors = {"floor": env["MUTUAL_DATABASE_URL"], "sqlite floor": str(floor)}
