@@ -51,7 +51,8 @@ def _condition(spec: TableSpec, field: str, searched: list[str], text: str) -> t
     clauses, args = [], []
     for token in tokens:
         values = indexing.token_lookup(token)
-        clauses.append(f"t.id IN (SELECT {link} FROM {tokens_table} WHERE {column} IN ("
+        clauses.append(f"t.id IN (SELECT {link} FROM {tokens_table}{query.indexed_by(tokens_table, column)} "
+                       f"WHERE {column} IN ("
                        + ", ".join("{}" for _ in values) + "))")
         args.extend(values)
 
@@ -77,7 +78,9 @@ async def search(spec: TableSpec, actor: Actor, *, purpose: str, field: str, tex
     where, args, matches = _condition(spec, field, searched, text)
     kind = "name" if field == "name" else spec.shape().indexes[field]
     # No ORDER BY: the planner must use the index lookup, not walk the keyset index by date.
-    sql = query.select(spec, decider.columns(), f"{in_scope} AND {where}") + f" LIMIT {indexing.candidate_limit(kind)}"
+    hint = "" if field == "name" else query.indexed_by(spec.table, f"{field}_index")
+    sql = (query.select(spec, decider.columns(), f"{in_scope} AND {where}", hint)
+           + f" LIMIT {indexing.candidate_limit(kind)}")
     async with audit.reading():
         rows = await raw(sql, *scope_args, *args)
         scope.remember(rows)
