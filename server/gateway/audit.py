@@ -1,9 +1,12 @@
-"""The gateway's one seam to the audit: every event of every operation is recorded here."""
+"""The gateway's one seam to the audit: every event of every operation is recorded here.
+
+A read selects its rows first, records its event, and decrypts only once `record` has returned: no
+data leaves the gateway before its event is durable. The select and the record are not one
+transaction, which is what lets concurrent reads share one commit."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from server import timing
 from server.actor import Actor
@@ -20,10 +23,3 @@ async def record(actor: Actor, entries: Sequence[Entry]) -> None:
     with timing.phase("audit"):
         await record_events([(actor, e) for e in entries], get_kernel().policies.version)
 
-
-@contextlib.asynccontextmanager
-async def reading() -> AsyncIterator[None]:
-    """Where a read records what it selected. The rows are selected first; their values are decrypted
-    only after `record` has returned, so no data leaves the gateway before its event is durable. Not a
-    transaction of its own: that is what lets concurrent reads share one commit."""
-    yield

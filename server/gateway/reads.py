@@ -29,7 +29,7 @@ from server.gateway.spec import TableSpec
 from server.kernel import get_kernel
 from server.policy import FieldDecision
 from server.vault.cipher import DataKey, decrypt_field
-from server.vault.store import keys_from_rows
+from server.vault.store import KEY_COLUMNS, keys_from_rows
 
 CHILD_LIMIT = 50
 """Rows of a child table shown with their subject (a person's latest notes)."""
@@ -97,39 +97,32 @@ async def get(spec: TableSpec, actor: Actor, *, purpose: str, row_id: uuid.UUID,
         raise await denied(actor, "read", spec.table, purpose, decisions, str(row["pseudonym"]) if row else None)
     if row is None:
         raise NotFound(spec.missing)
+    revealed = await _reveal_grants(spec, actor, purpose, subject, decisions, rel) if spec.reveal else {}
     pseudonym = str(row["pseudonym"])
+    entries = [Entry(action="read", entity=spec.table, purpose=purpose, subjects=(pseudonym,),
+                     fields=summary(decisions))]
     included: dict[str, list[Record] | PolicyDenied] = {}
-    child_rows: dict[str, tuple[list[dict[str, Any]], dict[str, FieldDecision]]] = {}
-    entries = []
+    opened: list[tuple[TableSpec, list[dict[str, Any]], dict[str, FieldDecision]]] = []
     for child in include:
         allowed = decide(actor, child.page_action, purpose, child.table, child.fields, subject, rel)
         if not visible(allowed):
             entry, included[child.table] = denial(actor, child.page_action, child.table, purpose, allowed, pseudonym)
-            entries.append(entry)
-            continue
-        found = await raw(query.select(child, visible(allowed), query.subject_condition(child))
-                          + query.newest_first(CHILD_LIMIT), subject)
-        child_rows[child.table] = (found, allowed)
-    async with audit.reading():
-        revealed = await _reveal_grants(spec, actor, purpose, subject, decisions, rel) if spec.reveal else {}
-        entries.insert(0, Entry(action="read", entity=spec.table, purpose=purpose, subjects=(pseudonym,),
-                                fields=summary(decisions)))
-        entries[1:1] = [Entry(action=spec_of(include, t).page_action, entity=t, purpose=purpose, subjects=(pseudonym,),
-                              fields=summary(d)) for t, (_, d) in child_rows.items()]
-        await audit.record(actor, entries)
+        else:
+            opened.append((child, await raw(query.select(child, visible(allowed), query.subject_condition(child))
+                                            + query.newest_first(CHILD_LIMIT), subject), allowed))
+            entry = Entry(action=child.page_action, entity=child.table, purpose=purpose, subjects=(pseudonym,),
+                          fields=summary(allowed))
+        entries.append(entry)
+    await audit.record(actor, entries)
     keys = subject_keys(rows)
     record = to_record(spec, row, keys, decisions)
-    for table, (found, allowed) in child_rows.items():
-        included[table] = [to_record(spec_of(include, table), r, keys, allowed) for r in found]
+    for child, found, allowed in opened:
+        included[child.table] = [to_record(child, r, keys, allowed) for r in found]
     if include:
         record.extra["included"] = included
     if spec.reveal:
         record.extra["revealed_until"] = revealed
     return record
-
-
-def spec_of(specs: Sequence[TableSpec], table: str) -> TableSpec:
-    return next(s for s in specs if s.table == table)
 
 
 async def _reveal_grants(spec: TableSpec, actor: Actor, purpose: str, subject: uuid.UUID | None,
@@ -166,13 +159,12 @@ async def page(spec: TableSpec, actor: Actor, *, purpose: str, after: str | None
         at, rid = query.parse_cursor(after)
         where += " AND (t.created_at, t.id) < ({}, {})"
         args = [*args, at, rid]
-    async with audit.reading():
-        rows = await raw(query.select(spec, columns, where) + query.newest_first(limit + 1), *args)
-        scope.remember(rows)
-        items, more = rows[:limit], len(rows) > limit
-        await audit.record(actor, [Entry(action=spec.page_action, entity=spec.table, purpose=purpose,
-                                         subjects=tuple(str(r["pseudonym"]) for r in items),
-                                         fields=decider.summary(items))])
+    rows = await raw(query.select(spec, columns, where) + query.newest_first(limit + 1), *args)
+    scope.remember(rows)
+    items, more = rows[:limit], len(rows) > limit
+    await audit.record(actor, [Entry(action=spec.page_action, entity=spec.table, purpose=purpose,
+                                     subjects=tuple(str(r["pseudonym"]) for r in items),
+                                     fields=decider.summary(items))])
     keys = subject_keys(items)
     return Page([to_record(spec, r, keys, decider.of(r)) for r in items], query.cursor(items[-1]) if more else None)
 
@@ -185,7 +177,7 @@ async def subject_row(spec: TableSpec, subject_id: uuid.UUID) -> dict[str, Any] 
     shape = spec.shape()
     rows = await raw(f"SELECT s.id AS subject_id, s.{shape.pseudonym} AS pseudonym"
                      + "".join(f", s.{c} AS rel_{r}" for r, c in shape.scope.items())
-                     + ", k.key_id AS dk_key_id, k.kek_id AS dk_kek_id, k.wrapped AS dk_wrapped"
+                     + f", {KEY_COLUMNS}"
                      + f" FROM {shape.subject_table} s LEFT JOIN vault_subject_key k ON k.subject_id = s.id"
                      + " WHERE s.id = {}", subject_id)
     scope.remember(rows)
@@ -203,10 +195,9 @@ async def of_subject(spec: TableSpec, actor: Actor, *, purpose: str, subject_id:
         raise await denied(actor, action, spec.table, purpose, decisions, named)
     if subject is None:
         raise NotFound(spec.missing)
-    async with audit.reading():
-        rows = await raw(query.select(spec, visible(decisions), query.subject_condition(spec))
-                         + query.newest_first(limit), subject_id)
-        await audit.record(actor, [Entry(action=action, entity=spec.table, purpose=purpose,
-                                         subjects=(str(subject["pseudonym"]),), fields=summary(decisions))])
+    rows = await raw(query.select(spec, visible(decisions), query.subject_condition(spec))
+                     + query.newest_first(limit), subject_id)
+    await audit.record(actor, [Entry(action=action, entity=spec.table, purpose=purpose,
+                                     subjects=(str(subject["pseudonym"]),), fields=summary(decisions))])
     keys = subject_keys(rows)
     return [to_record(spec, r, keys, decisions) for r in rows]

@@ -81,27 +81,26 @@ async def search(spec: TableSpec, actor: Actor, *, purpose: str, field: str, tex
     hint = "" if field == "name" else query.indexed_by(spec.table, f"{field}_index")
     sql = (query.select(spec, decider.columns(), f"{in_scope} AND {where}", hint)
            + f" LIMIT {indexing.candidate_limit(kind)}")
-    async with audit.reading():
-        rows = await raw(sql, *scope_args, *args)
-        scope.remember(rows)
-        rows.sort(key=lambda r: r["created_at"], reverse=True)
-        keys = subject_keys(rows)
-        confirmed: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
-        for r in rows:
-            dk = keys.get(as_uuid(r["subject_id"]))
-            if dk is None or any(d.effect == "deny" for d in decider.of(r, searched).values()):
-                continue
-            rid = as_uuid(r["id"])
-            plain = {f: decrypt_field(dk, spec.table, f, rid, r[f]) if r[f] else None for f in searched}
-            (confirmed if matches(plain) else rejected).append(r)
-        lookup = {f"{field}_index": "lookup"}
-        entries = [Entry(action="search", entity=spec.table, purpose=purpose,
-                         subjects=tuple(str(r["pseudonym"]) for r in confirmed),
-                         fields={**lookup, **decider.summary(confirmed, spec.shown)})]
-        if rejected:
-            entries.append(Entry(action="search", entity=spec.table, purpose=purpose, outcome="rejected",
-                                 subjects=tuple(str(r["pseudonym"]) for r in rejected),
-                                 fields={**lookup, **decider.summary(rejected, searched)}))
-        await audit.record(actor, entries)
+    rows = await raw(sql, *scope_args, *args)
+    scope.remember(rows)
+    rows.sort(key=lambda r: r["created_at"], reverse=True)
+    keys = subject_keys(rows)
+    confirmed: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for r in rows:
+        dk = keys.get(as_uuid(r["subject_id"]))
+        if dk is None or any(d.effect == "deny" for d in decider.of(r, searched).values()):
+            continue
+        rid = as_uuid(r["id"])
+        plain = {f: decrypt_field(dk, spec.table, f, rid, r[f]) if r[f] else None for f in searched}
+        (confirmed if matches(plain) else rejected).append(r)
+    lookup = {f"{field}_index": "lookup"}
+    entries = [Entry(action="search", entity=spec.table, purpose=purpose,
+                     subjects=tuple(str(r["pseudonym"]) for r in confirmed),
+                     fields={**lookup, **decider.summary(confirmed, spec.shown)})]
+    if rejected:
+        entries.append(Entry(action="search", entity=spec.table, purpose=purpose, outcome="rejected",
+                             subjects=tuple(str(r["pseudonym"]) for r in rejected),
+                             fields={**lookup, **decider.summary(rejected, searched)}))
+    await audit.record(actor, entries)
     return [to_record(spec, r, keys, decider.of(r, spec.shown)) for r in confirmed[:limit]]

@@ -11,7 +11,7 @@ from server.db import raw, write_transaction
 from server.errors import NotFound
 from server.gateway import audit, query, scope, spec
 from server.gateway.decide import all_allowed, decide, denied, relations, summary, visible
-from server.gateway.reads import subject_keys, to_record
+from server.gateway.reads import subject_keys, subject_row, to_record
 from server.gateway.records import Record
 from server.gateway.spec import TableSpec
 from server.kernel import get_kernel
@@ -27,24 +27,25 @@ async def erase(subject_spec: TableSpec, actor: Actor, *, purpose: str, subject_
     `also` runs in the same transaction (other areas' records of the subject, e.g. accounts). The
     audit event keeps only the pseudonym, whose link to the subject goes with the row.
     """
-    fields = subject_spec.fields
-    rows = await raw(query.select(subject_spec, [], "t.id = {}"), subject_id)
-    row = rows[0] if rows else None
-    decisions = decide(actor, "erase", purpose, subject_spec.table, fields, subject_id, relations(actor, row))
-    if not all_allowed(decisions):
-        raise await denied(actor, "erase", subject_spec.table, purpose, decisions,
-                           str(row["pseudonym"]) if row else None)
+    refusal = None
     async with write_transaction():
-        found = await raw(f"SELECT {subject_spec.shape().pseudonym} AS pseudonym FROM {subject_spec.table} "
-                          "WHERE id = {}", subject_id)
-        if not found:
+        rows = await raw(query.select(subject_spec, [], "t.id = {}"), subject_id)
+        row = rows[0] if rows else None
+        decisions = decide(actor, "erase", purpose, subject_spec.table, subject_spec.fields, subject_id,
+                           relations(actor, row))
+        if not all_allowed(decisions):
+            refusal = (decisions, str(row["pseudonym"]) if row else None)
+        elif row is None:
             raise NotFound(subject_spec.missing)
-        await audit.record(actor, [Entry(action="erase", entity=subject_spec.table, purpose=purpose,
-                                         subjects=(str(found[0]["pseudonym"]),), fields=summary(decisions))])
-        if also is not None:
-            await also(subject_id)
-        record_erasure(get_settings().erasure_ledger, get_kernel().keys, subject_id)
-        await shred(subject_spec.table, [subject_id])
+        else:
+            await audit.record(actor, [Entry(action="erase", entity=subject_spec.table, purpose=purpose,
+                                             subjects=(str(row["pseudonym"]),), fields=summary(decisions))])
+            if also is not None:
+                await also(subject_id)
+            record_erasure(get_settings().erasure_ledger, get_kernel().keys, subject_id)
+            await shred(subject_spec.table, [subject_id])
+    if refusal is not None:
+        raise await denied(actor, "erase", subject_spec.table, purpose, *refusal)
 
 
 async def shred(subject_table: str, subject_ids: Sequence[uuid.UUID]) -> None:
@@ -70,19 +71,17 @@ async def export(actor: Actor, *, purpose: str, subject_id: uuid.UUID) -> dict[s
     for table, described in sorted(spec.described().items()):
         if table not in get_kernel().policies.tables:  # described, but not classified by the policy in force
             continue
-        head = await raw(query.select(described, [], query.subject_condition(described)) + " LIMIT 1", subject_id)
         decisions = decide(actor, "export", purpose, table, described.fields, subject_id,
-                           relations(actor, head[0] if head else None))
+                           relations(actor, await subject_row(described, subject_id)))
         shown = visible(decisions)
         if not shown:
             continue
-        async with audit.reading():
-            rows = await raw(query.select(described, shown, query.subject_condition(described))
-                             + " ORDER BY t.created_at DESC, t.id DESC", subject_id)
-            if not rows:
-                continue
-            await audit.record(actor, [Entry(action="export", entity=table, purpose=purpose,
-                                             subjects=(str(rows[0]["pseudonym"]),), fields=summary(decisions))])
+        rows = await raw(query.select(described, shown, query.subject_condition(described))
+                         + " ORDER BY t.created_at DESC, t.id DESC", subject_id)
+        if not rows:
+            continue
+        await audit.record(actor, [Entry(action="export", entity=table, purpose=purpose,
+                                         subjects=(str(rows[0]["pseudonym"]),), fields=summary(decisions))])
         keys = subject_keys(rows)
         out[table] = [to_record(described, r, keys, decisions) for r in rows]
     return out
